@@ -1,0 +1,118 @@
+"""Reading an earmark output and a reference manifest; making URIs comparable.
+
+Shared by `earmark eval` and `earmark report`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import posixpath
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from earmark.io.storage import get_fs, is_local
+from earmark.schemas import OUTPUT_SCHEMA, JobError
+
+
+def output_dataset(output: str, storage_options: dict[str, Any] | None = None) -> ds.Dataset:
+    """The Parquet files of an output (a directory, searched recursively, or one file).
+
+    Files and folders whose name starts with `_` or `.` (markers, temporary parts) are skipped.
+    Files written by an older schema get nulls for the columns they lack.
+    """
+    try:
+        fs, path = get_fs(output, storage_options)
+        if fs.isdir(path):
+            root = path.rstrip("/")
+            files = sorted(
+                p
+                for p in fs.find(root)
+                if p.endswith(".parquet")
+                and not any(
+                    part.startswith(("_", ".")) for part in posixpath.relpath(p, root).split("/")
+                )
+            )
+        elif fs.exists(path):
+            files = [path]
+        else:
+            raise JobError(f"output {output!r} does not exist")
+    except JobError:
+        raise
+    except Exception as exc:
+        raise JobError(f"cannot list output {output!r} ({type(exc).__name__}: {exc})") from exc
+    if not files:
+        raise JobError(f"no Parquet files under {output!r}: is this an earmark output directory?")
+    return ds.dataset(files, format="parquet", filesystem=fs, schema=OUTPUT_SCHEMA)
+
+
+def read_output(
+    output: str,
+    storage_options: dict[str, Any] | None = None,
+    columns: list[str] | tuple[str, ...] | None = None,
+) -> pa.Table:
+    """Output rows as one Arrow table with OUTPUT_SCHEMA (optionally only some columns)."""
+    return output_dataset(output, storage_options).to_table(
+        columns=list(columns) if columns else None
+    )
+
+
+def read_references(
+    path: str, storage_options: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Rows of a `.jsonl`, `.csv`/`.tsv` or `.parquet` reference manifest, as dicts."""
+    fs, fpath = get_fs(path, storage_options)
+    low = fpath.lower()
+    try:
+        if low.endswith(".parquet"):
+            with fs.open(fpath, "rb") as f:
+                return pq.read_table(f).to_pylist()
+        with fs.open(fpath, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except FileNotFoundError as exc:
+        raise JobError(f"reference manifest {path!r} does not exist") from exc
+    if low.endswith((".csv", ".tsv")):
+        reader = csv.DictReader(io.StringIO(text), delimiter="\t" if low.endswith(".tsv") else ",")
+        return [dict(r) for r in reader]
+    if low.endswith((".jsonl", ".json", ".ndjson")):
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as exc:
+                    raise JobError(f"{path}:{n}: not a JSON object ({exc})") from exc
+        return rows
+    raise JobError(f"reference manifest {path!r}: use a .jsonl, .csv, .tsv or .parquet file")
+
+
+def canonical_uri(uri: str, base: str | None = None) -> str:
+    """Comparable form of a URI: local paths absolute and normalised; URLs with a lowercase
+    scheme, no leading slashes after `://` (`memory:///a` = `memory://a`) and `.`/`..` resolved.
+
+    `base` is the directory relative paths are resolved against (a local path or a URL prefix).
+    """
+    uri = str(uri).strip()
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    if "://" not in uri and not os.path.isabs(uri) and base:
+        uri = base.rstrip("/") + "/" + uri if "://" in base else os.path.join(base, uri)
+    if "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        if scheme.lower() == "file":
+            return canonical_uri(rest)
+        return f"{scheme.lower()}://{posixpath.normpath(rest.lstrip('/'))}"
+    return os.path.normpath(os.path.abspath(uri))
+
+
+def manifest_base(path: str, storage_options: dict[str, Any] | None = None) -> str:
+    """Directory of the manifest, used to resolve relative reference URIs."""
+    fs, fpath = get_fs(path, storage_options)
+    if is_local(fs):
+        return os.path.dirname(os.path.abspath(fpath))
+    return fs.unstrip_protocol(posixpath.dirname(fpath))

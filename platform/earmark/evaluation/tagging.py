@@ -1,0 +1,143 @@
+"""Tagging scores: macro mAP over multi-hot labels, micro P/R/F1, and single-label accuracy.
+
+Label matching rules (both sides go through `normalize_label`):
+- lowercase, `_` → space, `", and "` and `", "` inside a label → `" and "` (FSD50K style names
+  such as "Bicycle_bell" or "Crowd, and chatter"), whitespace collapsed, outer punctuation stripped;
+- reference labels come from a list column, a JSON list in a string, or a `;`-separated string (not
+  `,`: AudioSet names such as "Child speech, kid speaking" contain commas);
+- predictions are the row's `tags` (already split by earmark.tasks.parse_tags), or `tags_raw`
+  split on `;` when `tags` is missing; only predicted labels that occur in some reference count
+  (the class set is the reference vocabulary), as in the MiDashengLM `compute_map.py` recipe.
+
+mAP: the model emits label sets without scores, so each class has binary predictions. Its average
+precision is the step-wise area used by scikit-learn's `average_precision_score` for such input:
+with `TP`, `FP` at the "predicted" threshold, `P = TP/(TP+FP)`, `R = TP/npos`, and the "everything"
+threshold giving precision `npos/n` at recall 1: `AP = R·P + (1 − R)·npos/n` (`R·P` is 0 when the
+class is never predicted). mAP is the unweighted mean over classes that have ≥1 positive reference.
+
+Single-label accuracy (`compute_at_acc.py` rule): over rows whose reference has exactly one label, a
+row is correct when that label occurs in the model's raw tag text. The occurrence must be bounded by
+non-word characters, so "male" does not match inside "female" (the reference script special-cases
+gender for the same reason).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_label(label: str) -> str:
+    """Canonical label text used on both sides of every comparison."""
+    text = str(label).lower().replace("_", " ")
+    text = text.replace(", and ", " and ").replace(", ", " and ")
+    text = _SPACES.sub(" ", text)
+    return text.strip().strip(".:;\"'").strip()
+
+
+def parse_labels(value: Any) -> list[str]:
+    """Reference labels from a list, a JSON list string, or a `;`-separated string."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = [text]
+        else:
+            value = text.split(";")
+    out: list[str] = []
+    for item in value:
+        if item is None:
+            continue
+        label = normalize_label(item)
+        if label and label not in out:
+            out.append(label)
+    return out
+
+
+def binary_average_precision(y_true: list[bool], y_pred: list[bool]) -> float:
+    """AP of one class from binary predictions (step-wise PR area, scikit-learn's definition)."""
+    n = len(y_true)
+    npos = sum(1 for t in y_true if t)
+    if n == 0 or npos == 0:
+        raise ValueError("average precision needs at least one positive reference")
+    tp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t and p)
+    fp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if p and not t)
+    recall = tp / npos
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    return recall * precision + (1.0 - recall) * (npos / n)
+
+
+def label_in_text(label: str, text: str) -> bool:
+    """True when `label` occurs in `text` as whole words (case-insensitive, normalised)."""
+    pattern = r"(?<!\w)" + re.escape(normalize_label(label)) + r"(?!\w)"
+    return re.search(pattern, normalize_label(text)) is not None
+
+
+class TagScore(BaseModel):
+    """Tagging result over rows that have reference labels."""
+
+    n_rows: int = Field(default=0, description="Rows with a labels reference (empty included)")
+    n_empty_ref: int = Field(default=0, description="Rows whose reference label list is empty")
+    n_empty_hyp: int = Field(default=0, description="Scored rows where the model gave no label")
+    n_classes: int = Field(default=0, description="Distinct reference labels (mAP classes)")
+    map: float | None = Field(default=None, description="Macro mean average precision")
+    precision: float | None = Field(default=None, description="Micro precision of label sets")
+    recall: float | None = Field(default=None, description="Micro recall of label sets")
+    f1: float | None = Field(default=None, description="Micro F1 of label sets")
+    n_single: int = Field(default=0, description="Rows with exactly one reference label")
+    accuracy: float | None = Field(default=None, description="Single-label accuracy")
+    per_class_ap: dict[str, float] = Field(default_factory=dict, description="AP per class")
+
+
+def score_tags(rows: Iterable[tuple[Any, list[str] | None, str | None]]) -> TagScore:
+    """Score (reference labels, predicted tags, raw tag text) triples."""
+    result = TagScore()
+    refs: list[list[str]] = []
+    preds: list[set[str]] = []
+    correct = 0
+    for ref_value, tags, raw in rows:
+        result.n_rows += 1
+        ref = parse_labels(ref_value)
+        if not ref:
+            result.n_empty_ref += 1
+            continue
+        pred = parse_labels(tags) if tags else parse_labels(raw or "")
+        text = raw if raw and raw.strip() else "; ".join(pred)
+        if not pred:
+            result.n_empty_hyp += 1
+        refs.append(ref)
+        preds.append(set(pred))
+        if len(ref) == 1:
+            result.n_single += 1
+            correct += bool(text) and label_in_text(ref[0], text)
+    if not refs:
+        return result
+    classes = sorted({label for ref in refs for label in ref})
+    result.n_classes = len(classes)
+    ref_sets = [set(r) for r in refs]
+    for label in classes:
+        y_true = [label in r for r in ref_sets]
+        y_pred = [label in p for p in preds]
+        result.per_class_ap[label] = binary_average_precision(y_true, y_pred)
+    result.map = sum(result.per_class_ap.values()) / len(classes)
+    vocab = set(classes)
+    tp = sum(len(r & p) for r, p in zip(ref_sets, preds, strict=True))
+    n_pred = sum(len(p & vocab) for p in preds)
+    n_ref = sum(len(r) for r in ref_sets)
+    result.precision = tp / n_pred if n_pred else 0.0
+    result.recall = tp / n_ref
+    pr = result.precision + result.recall
+    result.f1 = 2 * result.precision * result.recall / pr if pr else 0.0
+    if result.n_single:
+        result.accuracy = correct / result.n_single
+    return result
