@@ -1,0 +1,296 @@
+"""MOSS-Audio 4B/8B Instruct backend (family `moss`), batched, on earmark's own architecture.
+
+CPU side (`prepare`): 128-bin Whisper log-mel in numpy, no 30 s padding (T = samples // 160).
+Model side (`annotate`): one encoder pass over the batch of windows, then one greedy generation over
+all (window, task) rows, left-padded; each row gets its window's audio embeddings (and DeepStack
+embeddings) packed by that window's own token count. Prompt layout, special ids and time markers
+follow models.md §3. Time markers (digits of the elapsed second after every 25 audio tokens) are on
+by default, as in the reference inference scripts; `time_markers=False` or the checkpoint key
+`enable_time_marker: false` turns them off. They change the model input only: outputs are returned
+as text, and `parse_timed_segments` reads "[start - end] text" lines when a prompt asks for times.
+torch/transformers are imported inside `__init__` only, so decode workers stay light.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import numpy as np
+
+from earmark.models.base import (
+    SAMPLE_RATE,
+    AudioModel,
+    ModelInputError,
+    Window,
+    attn_implementation,
+    torch_dtype,
+)
+from earmark.models.registry import FAMILIES
+from earmark.schemas import TaskRequest
+from earmark.tasks import clean_text, prompt_for
+
+N_FFT = 400  # samples (25 ms) per STFT frame
+HOP = 160  # samples (10 ms) between frames -> 100 mel frames/s
+N_MELS = 128
+LOG_RANGE = 8.0  # log10 units kept below each clip's peak (Whisper's per-utterance floor)
+MIN_SAMPLES = N_FFT  # shorter windows are zero-padded to one STFT frame (2 mel frames, 1 token)
+MARKER_EVERY_TOKENS = 25  # 2 s of audio at 12.5 tokens/s
+MARKER_EVERY_S = 2
+DEFAULT_TIME_MARKERS = True  # infer.py / app.py / hf_inference.py of the reference all enable them
+MAX_BATCH_ROWS = 64  # (window, task) rows per generate call, bounds prefill memory
+
+
+# -- features (CPU, numpy) ------------------------------------------------------------------------
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    lin = f / (200.0 / 3.0)
+    logr = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, logr, lin)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * 200.0 / 3.0)
+
+
+@functools.lru_cache(maxsize=4)
+def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """[n_fft//2+1, n_mels] Slaney-normalized triangular filters over 0..sr/2 (Whisper's bank)."""
+    fft_hz = np.linspace(0.0, sr / 2, n_fft // 2 + 1)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2), n_mels + 2))
+    width = np.diff(edges)
+    dist = edges[None, :] - fft_hz[:, None]
+    rising = -dist[:, :-2] / width[:-1]
+    falling = dist[:, 2:] / width[1:]
+    bank = np.maximum(0.0, np.minimum(rising, falling))
+    return bank * (2.0 / (edges[2:] - edges[:-2]))[None, :]
+
+
+def log_mel(samples: np.ndarray) -> np.ndarray:
+    """[128, len//160] float32 Whisper log-mel of 16 kHz mono samples, without 30 s padding."""
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    if x.size < MIN_SAMPLES:
+        x = np.pad(x, (0, MIN_SAMPLES - x.size))
+    padded = np.pad(x, N_FFT // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
+    window = np.hanning(N_FFT + 1)[:-1]  # periodic Hann
+    power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2
+    mel = np.log10(np.maximum(power @ mel_filters(), 1e-10)).T[:, :-1]  # drop the last frame
+    mel = np.maximum(mel, mel.max() - LOG_RANGE)
+    return ((mel + 4.0) / 4.0).astype(np.float32)
+
+
+def audio_token_count(mel_frames: int) -> int:
+    """Audio tokens for a log-mel of `mel_frames` frames: ceil-halved three times (3000 -> 375)."""
+    n = int(mel_frames)
+    for _ in range(3):
+        n = (n - 1) // 2 + 1
+    return n
+
+
+def audio_placeholder_ids(
+    n_tokens: int, audio_id: int, digit_ids: list[int] | None = None
+) -> list[int]:
+    """`audio_id` x n, with the digits of the elapsed second after every 25 tokens if digit_ids.
+
+    A marker is written at every even second up to the clip's last whole second, so a clip of
+    exactly 50 tokens (4 s) ends with the marker "4".
+    """
+    if not digit_ids:
+        return [audio_id] * n_tokens
+    ids: list[int] = []
+    used = 0
+    for second in range(MARKER_EVERY_S, int(n_tokens / 12.5) + 1, MARKER_EVERY_S):
+        upto = (second // MARKER_EVERY_S) * MARKER_EVERY_TOKENS
+        ids += [audio_id] * (upto - used)
+        used = upto
+        ids += [digit_ids[int(d)] for d in str(second)]
+    return ids + [audio_id] * (n_tokens - used)
+
+
+_SEGMENT = re.compile(
+    r"^\s*\[?\s*(?P<a>\d+(?::\d+)*(?:\.\d+)?)\s*s?\s*(?:-|–|to|,)\s*"
+    r"(?P<b>\d+(?::\d+)*(?:\.\d+)?)\s*s?\s*\]?\s*:?\s*(?P<text>.*)$"
+)
+
+
+def _seconds(stamp: str) -> float:
+    total = 0.0
+    for part in stamp.split(":"):
+        total = total * 60 + float(part)
+    return total
+
+
+def parse_timed_segments(text: str) -> list[dict[str, Any]]:
+    """Lines like "[0.00 - 2.50] text" or "00:01-00:03 text" -> [{start_s, end_s, transcript}].
+
+    The released models' exact timestamp format is not documented; unmatched lines are skipped.
+    """
+    out = []
+    for line in clean_text(text).splitlines():
+        m = _SEGMENT.match(line)
+        if m:
+            out.append(
+                {
+                    "start_s": _seconds(m["a"]),
+                    "end_s": _seconds(m["b"]),
+                    "transcript": m["text"].strip(),
+                }
+            )
+    return out
+
+
+# -- backend ------------------------------------------------------------------------------------
+class MossModel(AudioModel):
+    info = FAMILIES["moss"]
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        revision: str | None = None,
+        max_new_tokens: int = 256,
+        time_markers: bool | None = None,
+        max_batch_rows: int = MAX_BATCH_ROWS,
+    ) -> None:
+        super().__init__(
+            checkpoint, device=device, dtype=dtype, revision=revision, max_new_tokens=max_new_tokens
+        )
+        from earmark.models import moss_ckpt
+
+        self.path = moss_ckpt.local_dir(self.checkpoint, revision)
+        raw = moss_ckpt.check_files(self.path)
+        self.model, self.tokenizer, self.ids = moss_ckpt.load(
+            self.path,
+            dtype=torch_dtype(self.dtype_name),
+            device=self.device,
+            attn=attn_implementation() if self.device.startswith("cuda") else "sdpa",
+        )
+        if time_markers is None:
+            time_markers = bool(raw.get("enable_time_marker", DEFAULT_TIME_MARKERS))
+        self.time_markers = time_markers
+        self.max_batch_rows = max_batch_rows
+
+    # -- CPU side -------------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, samples: np.ndarray) -> dict[str, np.ndarray]:
+        return {"mel": log_mel(samples)}
+
+    # -- model side -----------------------------------------------------------------------------
+    def annotate(self, windows: list[Window], tasks: list[TaskRequest]) -> list[dict[str, str]]:
+        ids = self.annotate_ids(windows, tasks)
+        dec = self.tokenizer.decode
+        return [
+            {
+                task.name: clean_text(dec(row[t], skip_special_tokens=True))
+                for t, task in enumerate(tasks)
+            }
+            for row in ids
+        ]
+
+    def annotate_ids(
+        self, windows: list[Window], tasks: list[TaskRequest]
+    ) -> list[list[list[int]]]:
+        """Generated token ids [window][task] (stop token excluded); the encoder runs once."""
+        import torch
+
+        if not windows:
+            return []
+        self.check_tasks(tasks)
+        mels = [self._mel_of(w) for w in windows]
+        frames = [m.shape[1] for m in mels]
+        batch = np.zeros((len(mels), N_MELS, max(frames)), dtype=np.float32)
+        for i, m in enumerate(mels):
+            batch[i, :, : m.shape[1]] = m
+        dev, dt = self.device, torch_dtype(self.dtype_name)
+        with torch.inference_mode():  # ONE encoder pass for all windows and all tasks
+            audio, deep, lens = self.model.encode_audio(
+                torch.from_numpy(batch).to(dev, dt), torch.tensor(frames, device=dev)
+            )
+        self.stats.windows += len(windows)
+        self.stats.encoder_passes += 1
+        self.stats.real_units += sum(frames)
+        self.stats.padded_units += batch.shape[0] * batch.shape[2]
+
+        n_tok = [int(n) for n in lens.tolist()]
+        halves = [self._prompt_halves(t) for t in tasks]
+        rows = [(i, t) for i in range(len(windows)) for t in range(len(tasks))]
+        out: list[list[list[int]]] = [[[] for _ in tasks] for _ in windows]
+        for start in range(0, len(rows), self.max_batch_rows):
+            chunk = rows[start : start + self.max_batch_rows]
+            seqs = [self._row_ids(halves[t], n_tok[i]) for i, t in chunk]
+            new = self._generate(seqs, [i for i, _ in chunk], audio, deep, lens)
+            for (i, t), ids in zip(chunk, new, strict=True):
+                out[i][t] = ids
+        return out
+
+    def _mel_of(self, w: Window) -> np.ndarray:
+        self.check_window(w)
+        mel = w.features.get("mel")
+        if mel is None or mel.ndim != 2 or mel.shape[0] != N_MELS or mel.shape[1] < 1:
+            got = None if mel is None else tuple(mel.shape)
+            raise ModelInputError(
+                f"window {w.index} of {w.audio_id}: expected a [128, T] 'mel' feature from "
+                f"MossModel.prepare, got {got}"
+            )
+        return mel
+
+    def prompt_ids(self, task: TaskRequest, n_audio_tokens: int) -> list[int]:
+        """Input ids of one (window, task) row in the reference chat layout (models.md §3.2):
+        [system] user: <|audio_bos|> <|AUDIO|> x n (+ time markers) <|audio_eos|> \n text."""
+        return self._row_ids(self._prompt_halves(task), n_audio_tokens)
+
+    def _row_ids(self, halves: tuple[list[int], list[int]], n_audio_tokens: int) -> list[int]:
+        digits = self.ids["digits"] if self.time_markers else None
+        span = audio_placeholder_ids(n_audio_tokens, self.ids["audio"], digits)
+        return halves[0] + [self.ids["audio_start"], *span, self.ids["audio_end"]] + halves[1]
+
+    def _prompt_halves(self, task: TaskRequest) -> tuple[list[int], list[int]]:
+        """Token ids before and after the audio span, in the reference chat layout."""
+        p = prompt_for("moss", task)
+        head = f"<|im_start|>system\n{p.system}<|im_end|>\n" if p.system else ""
+        head += "<|im_start|>user\n"
+        tail = (f"\n{p.user}" if p.user else "") + "<|im_end|>\n<|im_start|>assistant\n"
+        enc = self.tokenizer
+        return enc.encode(head, add_special_tokens=False), enc.encode(
+            tail, add_special_tokens=False
+        )
+
+    def _generate(
+        self, seqs: list[list[int]], win: list[int], audio: Any, deep: list[Any], lens: Any
+    ) -> list[list[int]]:
+        """Greedy new ids per row (cut before the first stop id), rows left-padded together."""
+        import torch
+
+        from earmark.models.moss_arch import pack_rows
+
+        dev, pad = self.device, self.ids["pad"]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, width - len(s) :] = torch.tensor(s)
+            mask[r, width - len(s) :] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        rows = torch.tensor(win, device=dev)
+        with torch.inference_mode():
+            out = self.model.generate_greedy(
+                ids,
+                mask,
+                audio_embeds=pack_rows(audio, lens, rows),  # each row: its window's own length
+                deepstack_embeds=[pack_rows(d, lens, rows) for d in deep],
+                audio_input_mask=(ids == self.ids["audio"]) & mask.bool(),
+                max_new_tokens=self.max_new_tokens,
+                stop_ids=self.ids["stop"],
+                pad_id=pad,
+            )
+        result = []
+        for row in out.tolist():
+            cut = next((k for k, t in enumerate(row) if t in self.ids["stop"]), len(row))
+            result.append(row[:cut])
+        return result
