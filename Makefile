@@ -1,0 +1,32 @@
+# earmark bootstrap. `make demo` and `make test` work on a fresh clone.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export HF_HUB_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# Reinstall only when the project definition changes (idempotent).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/earmark run --spec jobs/demo.yaml
+	$(BIN)/python -c "import duckdb; print(duckdb.sql(\"select uri, status, round(duration_s,2) as dur, transcript from read_parquet('out/demo/*.parquet') order by uri\"))"
+
+test: install
+	$(BIN)/python -m pytest -x -q tests
+
+lint: install
+	$(BIN)/ruff check platform tests scripts && $(BIN)/ruff format --check platform tests scripts
+
+clean:
+	rm -rf out .pytest_cache

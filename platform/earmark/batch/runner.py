@@ -1,0 +1,129 @@
+"""Run a job end to end: preflight checks, resume, the Ray Data graph, progress, summary.
+
+Everything that can stop a job is checked before any file is decoded: the output is writable,
+the source can be listed, the plan fits the cluster, and the model checkpoint is there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any
+
+from earmark.batch.summary import JobSummary, new_acc
+from earmark.io.listing import list_source
+from earmark.io.sink import SUMMARY_NAME, clean_temp, done_ids, repair_duplicates
+from earmark.io.storage import check_writable, get_fs
+from earmark.resources import check_plan, init_ray, local_cluster_size
+from earmark.schemas import JobError, JobSpec
+
+log = logging.getLogger(__name__)
+
+
+def preflight_model(spec: JobSpec) -> None:
+    """Fail fast (before decoding) when the model cannot be loaded or cannot do the tasks."""
+    from earmark.models.base import ModelLoadError
+    from earmark.models.registry import model_class
+
+    cls = model_class(spec.model.family)
+    try:
+        cls.preflight(spec.model.checkpoint or cls.info.default_checkpoint)
+    except ModelLoadError as exc:
+        raise JobError(f"model cannot be loaded: {exc}") from exc
+    for t in spec.tasks:
+        ok = ("custom" in cls.info.tasks) if t.is_custom else (t.name in cls.info.tasks)
+        if not ok:
+            raise JobError(
+                f"model family {cls.info.name!r} cannot do task {t.name!r} "
+                f"(it supports {', '.join(cls.info.tasks)}); change --tasks or --model"
+            )
+
+
+def run_job(
+    spec: JobSpec,
+    *,
+    address: str | None = None,
+    with_model: bool = True,
+    progress: bool = True,
+) -> JobSummary:
+    """Run (or resume) a job; returns its summary, also written to OUTPUT/_summary.json."""
+    import ray
+
+    t0 = time.perf_counter()
+    check_writable(spec.output, spec.storage_options)
+    if with_model:
+        preflight_model(spec)
+    if address is None and not ray.is_initialized():
+        check_plan(spec.resources, local_cluster_size(spec.resources), with_model=with_model)
+    rows = list_source(spec.source, spec.storage_options)
+    clean_temp(spec.output, spec.storage_options)
+    done = done_ids(spec.output, spec.storage_options)
+    todo = [r for r in rows if r["audio_id"] not in done]
+    summary = JobSummary(
+        job_id=spec.job_id or "", files_listed=len(rows), files_done_before=len(rows) - len(todo)
+    )
+    acc = new_acc()
+    if todo:
+        size = init_ray(address, spec.resources)
+        check_plan(spec.resources, size, with_model=with_model)
+        _configure_ray_data()
+        from earmark.batch.pipeline import build_dataset
+
+        ds = build_dataset(spec, todo, with_model=with_model)
+        try:
+            _consume(ds, summary, acc, len(todo), progress)
+        except JobError:
+            raise
+        except Exception as exc:
+            raise JobError(_explain_failure(exc)) from exc
+    summary.duplicates_removed = repair_duplicates(spec.output, spec.storage_options)
+    summary.finish(acc, time.perf_counter() - t0)
+    fs, root = get_fs(spec.output, spec.storage_options)
+    fs.pipe_file(f"{root.rstrip('/')}/{SUMMARY_NAME}", summary.to_json().encode())
+    return summary
+
+
+def _configure_ray_data() -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # earmark draws its own bar, counted in files
+    ctx.execution_options.preserve_order = False
+    ctx.log_internal_stack_trace_to_stdout = False
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _consume(ds: Any, summary: JobSummary, acc: dict, total: int, progress: bool) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    cols = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files · {task.fields[hours]:.2f} h audio · {task.fields[errors]} errors"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*cols, disable=not progress, transient=False) as bar:
+        task = bar.add_task("annotating", total=total, hours=0.0, errors=0)
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            rows = batch.to_pylist()
+            summary.add(rows, acc)
+            bar.update(
+                task, advance=len(rows), hours=acc["audio_s"] / 3600, errors=summary.files_error
+            )
+
+
+def _explain_failure(exc: Exception) -> str:
+    text = str(exc)
+    if "ModelLoadError" in text or "could not be loaded" in text.lower():
+        return f"the Annotator could not load the model: {text.splitlines()[-1]}"
+    return f"the job failed: {type(exc).__name__}: {text.splitlines()[-1] if text else ''}"

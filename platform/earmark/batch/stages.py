@@ -1,0 +1,150 @@
+"""The CPU stages of the job as callable classes over Arrow blocks: decode and write."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+from typing import Any
+
+import pyarrow as pa
+
+from earmark.io.reader import read_and_decode
+from earmark.io.sink import write_shard
+from earmark.schemas import OUTPUT_SCHEMA, EarmarkError, ErrorKind, ErrorStage, LimitsSpec
+
+# Rows travel between stages with the output columns plus the pickled windows and padding counts.
+WORK_SCHEMA = (
+    OUTPUT_SCHEMA.append(pa.field("payload", pa.large_binary()))
+    .append(pa.field("_pad_real", pa.int64()))
+    .append(pa.field("_pad_total", pa.int64()))
+)
+SUMMARY_COLUMNS = [
+    "audio_id",
+    "status",
+    "error_stage",
+    "error_kind",
+    "duration_s",
+    "decode_s",
+    "infer_s",
+    "num_windows",
+    "_pad_real",
+    "_pad_total",
+]
+
+
+def error_fields(err: EarmarkError) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "error_stage": str(err.stage),
+        "error_kind": str(err.kind),
+        "error": err.message,
+    }
+
+
+class DecodeStage:
+    """listing rows → decoded rows (probe fields; windows with prepared features when a model
+    family is given). Per-file failures become error rows; nothing raises out of a batch."""
+
+    def __init__(
+        self,
+        limits: LimitsSpec | dict,
+        storage_options: dict[str, Any] | None,
+        job_id: str,
+        family: str | None = None,
+    ) -> None:
+        self.limits = limits if isinstance(limits, LimitsSpec) else LimitsSpec(**limits)
+        self.storage_options = storage_options or {}
+        self.job_id = job_id
+        self.model_cls = None
+        if family is not None:
+            from earmark.models.registry import model_class
+
+            self.model_cls = model_class(family)  # class only: prepare() needs no weights
+
+    def decode_one(self, rec: dict[str, Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "audio_id": rec["audio_id"],
+            "uri": rec["uri"],
+            "size_bytes": rec.get("size_bytes"),
+            "meta": rec.get("meta"),
+            "job_id": self.job_id,
+            "status": "ok",
+        }
+        if rec.get("list_error"):
+            le = rec["list_error"]
+            row.update(status="error", error_stage=str(ErrorStage.LIST), error_kind=le["kind"])
+            row["error"] = le["message"]
+            return row
+        try:
+            audio = read_and_decode(
+                rec["uri"],
+                rec.get("size_bytes"),
+                self.limits,
+                self.storage_options,
+                keep_samples=self.model_cls is not None,
+            )
+        except EarmarkError as err:
+            row.update(error_fields(err))
+            return row
+        except Exception as exc:  # a decoder bug must cost one row, not the job
+            row.update(
+                error_fields(
+                    EarmarkError(ErrorStage.DECODE, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}")
+                )
+            )
+            return row
+        row.update(
+            duration_s=audio.duration_s,
+            source_sample_rate=audio.source_sample_rate,
+            source_channels=audio.source_channels,
+            codec=audio.codec,
+            container=audio.container,
+            decode_s=audio.decode_s,
+        )
+        if self.model_cls is not None:
+            try:
+                from earmark.audio.segment import make_windows
+
+                windows = make_windows(rec["audio_id"], audio.samples, self.model_cls)
+            except Exception as exc:
+                row.update(
+                    error_fields(
+                        EarmarkError(
+                            ErrorStage.SEGMENT, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"
+                        )
+                    )
+                )
+                return row
+            row["num_windows"] = len(windows)
+            row["payload"] = pickle.dumps(windows, protocol=pickle.HIGHEST_PROTOCOL)
+        return row
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = [self.decode_one(rec) for rec in batch.to_pylist()]
+        return to_work_table(rows)
+
+
+def to_work_table(rows: list[dict[str, Any]]) -> pa.Table:
+    cols = {name: [r.get(name) for r in rows] for name in WORK_SCHEMA.names}
+    cols["meta"] = [list(m.items()) if isinstance(m, dict) else m for m in cols["meta"]]
+    return pa.table(cols, schema=WORK_SCHEMA)
+
+
+class ShardWriter:
+    """Writes each batch as one deterministic, atomic Parquet shard; returns summary columns."""
+
+    def __init__(self, output: str, storage_options: dict[str, Any] | None) -> None:
+        self.output = output
+        self.storage_options = storage_options or {}
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if batch.num_rows == 0:
+            return batch.select(SUMMARY_COLUMNS)
+        now = dt.datetime.now(dt.UTC)
+        table = batch.set_column(
+            batch.schema.get_field_index("created_at"),
+            pa.field("created_at", pa.timestamp("us", tz="UTC")),
+            pa.array([now] * batch.num_rows, pa.timestamp("us", tz="UTC")),
+        )
+        write_shard(table, self.output, self.storage_options)
+        return table.select(SUMMARY_COLUMNS)

@@ -1,0 +1,69 @@
+"""End-of-job summary: counts, hours, realtime factors, padding, errors by kind."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobSummary(BaseModel):
+    job_id: str = Field(description="Job id")
+    files_listed: int = Field(description="Files in the source")
+    files_done_before: int = Field(description="Files skipped because the output already had them")
+    files_ok: int = Field(default=0, description="Rows with status ok written by this run")
+    files_error: int = Field(default=0, description="Rows with status error written by this run")
+    audio_hours: float = Field(default=0.0, description="Hours of audio decoded by this run")
+    wall_s: float = Field(default=0.0, description="Wall seconds of this run")
+    audio_hours_per_wall_hour: float = Field(default=0.0, description="Overall realtime factor")
+    decode_realtime_factor: float | None = Field(
+        default=None, description="Audio seconds per decode-worker second"
+    )
+    infer_realtime_factor: float | None = Field(
+        default=None, description="Audio seconds per model-worker second"
+    )
+    padding_fraction: float | None = Field(
+        default=None, description="Share of padded samples in model batches"
+    )
+    errors_by_kind: dict[str, int] = Field(default_factory=dict, description="stage/kind → count")
+    duplicates_removed: int = Field(default=0, description="Duplicate rows repaired at the end")
+
+    def add(self, rows: list[dict[str, Any]], acc: dict[str, float]) -> None:
+        """Fold a batch of summary rows in; `acc` holds running sums."""
+        kinds = Counter(self.errors_by_kind)
+        for r in rows:
+            if r["status"] == "ok":
+                self.files_ok += 1
+            else:
+                self.files_error += 1
+                kinds[f"{r['error_stage']}/{r['error_kind']}"] += 1
+            d = r.get("duration_s") or 0.0
+            acc["audio_s"] += d
+            acc["decode_s"] += r.get("decode_s") or 0.0
+            acc["infer_s"] += r.get("infer_s") or 0.0
+            acc["infer_audio_s"] += d if r.get("infer_s") else 0.0
+            acc["pad_real"] += r.get("_pad_real") or 0
+            acc["pad_total"] += r.get("_pad_total") or 0
+        self.errors_by_kind = dict(kinds)
+
+    def finish(self, acc: dict[str, float], wall_s: float) -> None:
+        self.wall_s = wall_s
+        self.audio_hours = acc["audio_s"] / 3600
+        self.audio_hours_per_wall_hour = acc["audio_s"] / wall_s if wall_s > 0 else 0.0
+        if acc["decode_s"] > 0:
+            self.decode_realtime_factor = acc["audio_s"] / acc["decode_s"]
+        if acc["infer_s"] > 0:
+            self.infer_realtime_factor = acc["infer_audio_s"] / acc["infer_s"]
+        if acc["pad_total"] > 0:
+            self.padding_fraction = max(0.0, 1 - acc["pad_real"] / acc["pad_total"])
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(), indent=2)
+
+
+def new_acc() -> dict[str, float]:
+    return dict.fromkeys(
+        ("audio_s", "decode_s", "infer_s", "infer_audio_s", "pad_real", "pad_total"), 0.0
+    )

@@ -1,0 +1,225 @@
+"""The earmark command line (Typer). Parsing and printing only; the work lives elsewhere."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from earmark import __version__
+
+app = typer.Typer(
+    help="Annotate large audio archives with audio-language models on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Model families earmark can run.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Contract snapshots (JSON Schema, Arrow).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(schemas_app, name="schemas")
+console = Console(stderr=True)
+out = Console()
+
+SourceArg = Annotated[
+    str, typer.Argument(help="Folder, bucket prefix, glob, or .parquet/.jsonl/.csv manifest")
+]
+OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder (local or s3://...)")]
+StorageOpt = Annotated[
+    list[str] | None,
+    typer.Option("--storage-option", "-S", help="fsspec storage option key=value (repeatable)"),
+]
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code)
+
+
+def _spec(**kw):
+    """Build a JobSpec from a YAML spec and flag overrides; name the bad field on error."""
+    from pydantic import ValidationError
+
+    from earmark.schemas import JobSpec, ModelSpec
+
+    spec_path = kw.pop("spec", None)
+    model = kw.pop("model", None)
+    data = {k: v for k, v in kw.items() if v is not None}
+    try:
+        base = {}
+        if spec_path:
+            import yaml
+
+            base = yaml.safe_load(Path(spec_path).read_text()) or {}
+            if not isinstance(base, dict):
+                _fail(f"{spec_path}: a job spec must be a mapping")
+        if model:
+            m = ModelSpec.parse(model)
+            base["model"] = {**base.get("model", {}), "family": m.family, "checkpoint": m.checkpoint}
+        resources = data.pop("resources", None)
+        if resources:
+            base["resources"] = {**base.get("resources", {}), **resources}
+        base.update(data)
+        return JobSpec.model_validate(base)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+        ]
+        _fail("invalid job spec:\n" + "\n".join(lines))
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+
+
+def _print_summary(summary) -> None:
+    t = Table(title=f"job {summary.job_id}", show_header=False)
+    t.add_row("files listed", str(summary.files_listed))
+    t.add_row("already done (skipped)", str(summary.files_done_before))
+    t.add_row("ok / error", f"{summary.files_ok} / {summary.files_error}")
+    t.add_row("audio", f"{summary.audio_hours:.3f} h")
+    t.add_row("wall", f"{summary.wall_s:.1f} s")
+    t.add_row("throughput", f"{summary.audio_hours_per_wall_hour:.1f} audio-h per wall-h")
+    if summary.decode_realtime_factor:
+        t.add_row("decode speed", f"{summary.decode_realtime_factor:.0f}× realtime per worker")
+    if summary.infer_realtime_factor:
+        t.add_row("model speed", f"{summary.infer_realtime_factor:.1f}× realtime per actor")
+    if summary.padding_fraction is not None:
+        t.add_row("padding", f"{100 * summary.padding_fraction:.1f}% of model input")
+    for k, v in sorted(summary.errors_by_kind.items()):
+        t.add_row(f"error {k}", str(v))
+    console.print(t)
+
+
+def _run(spec, *, with_model: bool, address: str | None) -> None:
+    from earmark.batch.runner import run_job
+    from earmark.schemas import JobError
+
+    try:
+        summary = run_job(spec, address=address, with_model=with_model, progress=True)
+    except JobError as exc:
+        _fail(str(exc), code=1)
+    _print_summary(summary)
+
+
+@app.command()
+def scan(
+    source: SourceArg,
+    out_: OutOpt,
+    storage_option: StorageOpt = None,
+    cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+) -> None:
+    """Inventory an archive: one Parquet row per file with codec, rate, channels, duration and
+    status — the CPU half of `earmark run`, with no model."""
+    from earmark.io.storage import parse_storage_options
+
+    spec = _spec(
+        source=source,
+        output=out_,
+        storage_options=parse_storage_options(storage_option),
+        resources={"cluster_cpus": cpus} if cpus else None,
+    )
+    _run(spec, with_model=False, address=address)
+
+
+@app.command()
+def run(
+    source: Annotated[str | None, typer.Argument(help="Source (overrides the spec's)")] = None,
+    out_: Annotated[str | None, typer.Option("--out", "-o", help="Output folder")] = None,
+    tasks: Annotated[str | None, typer.Option(help='e.g. asr,caption,tags,mood="What mood?"')] = None,
+    model: Annotated[str | None, typer.Option(help="FAMILY or FAMILY:CHECKPOINT")] = None,
+    spec: Annotated[Path | None, typer.Option(help="YAML job spec (flags override it)")] = None,
+    storage_option: StorageOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per model call")] = None,
+    cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+) -> None:
+    """Annotate an archive: decode, run the model on every file, write one Parquet row per file.
+    Rerunning on the same output resumes where it stopped."""
+    from earmark.io.storage import parse_storage_options
+
+    js = _spec(
+        spec=spec,
+        source=source,
+        output=out_,
+        tasks=tasks,
+        model=model,
+        storage_options=parse_storage_options(storage_option) or None,
+        resources={"cluster_cpus": cpus} if cpus else None,
+    )
+    if batch_size:
+        js.model.batch_size = batch_size
+    _run(js, with_model=True, address=address)
+
+
+@app.command()
+def annotate(
+    files: Annotated[list[Path], typer.Argument(help="Audio files")],
+    model: Annotated[str, typer.Option(help="FAMILY or FAMILY:CHECKPOINT")] = "eureka",
+    tasks: Annotated[str, typer.Option(help="asr,caption,tags or name=\"prompt\"")] = "asr",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON row per file")] = False,
+) -> None:
+    """Annotate a few local files right here, without Ray."""
+    from earmark.local import annotate_files
+    from earmark.schemas import JobError, ModelSpec, parse_tasks
+
+    try:
+        spec = ModelSpec.parse(model)
+        task_list = parse_tasks(tasks)
+        rows = annotate_files([str(f) for f in files], spec, task_list)
+    except (JobError, ValueError) as exc:
+        _fail(str(exc), code=1)
+    for row in rows:
+        if as_json:
+            out.print_json(json.dumps(row, default=str), indent=None)
+            continue
+        t = Table(title=row["uri"], show_header=False, title_justify="left")
+        for k in ("status", "error", "duration_s", "codec", "transcript", "caption", "tags"):
+            if row.get(k) not in (None, []):
+                t.add_row(k, str(row[k]))
+        for a in row.get("answers") or []:
+            t.add_row(a["name"], a["text"])
+        out.print(t)
+    if any(r["status"] != "ok" for r in rows):
+        raise typer.Exit(1)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Families, default checkpoints, window length and audio tokens per second."""
+    from earmark.models.registry import FAMILIES
+
+    t = Table("family", "default checkpoint", "window", "audio tokens/s", "tasks")
+    for info in FAMILIES.values():
+        tps = "—" if info.audio_tokens_per_s is None else f"{info.audio_tokens_per_s:g}"
+        t.add_row(info.name, info.default_checkpoint, f"{info.window_s:g} s", tps, ", ".join(info.tasks))
+    out.print(t)
+
+
+@schemas_app.command("export")
+def schemas_export(
+    folder: Annotated[Path, typer.Argument(help="Where to write")] = Path("schemas"),
+) -> None:
+    """Write JSON Schema (job spec, row) and the output's Arrow schema."""
+    from earmark.contracts import export
+
+    for p in export(folder):
+        out.print(str(p))
+
+
+@app.command()
+def version() -> None:
+    """Print the earmark version."""
+    out.print(__version__)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""List a source into rows {audio_id, uri, size_bytes, meta, list_error}.
+
+A source is an fsspec URL (folder, prefix, or glob) or a manifest file (.parquet/.jsonl/.csv) with
+a `uri` column; the manifest's other columns are carried into the output as `meta` strings.
+`audio_id` is stable across runs: a hash of the normalized URI, the size and the etag/mtime, so a
+file that changes gets a new id and is annotated again while an unchanged one is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from earmark.io.storage import classify_os_error, full_uri, get_fs
+from earmark.schemas import ErrorStage, JobError
+
+AUDIO_EXTENSIONS = frozenset(
+    "wav wave flac mp3 ogg oga opus m4a mp4 aac webm mka aif aiff aifc au snd wma caf amr".split()
+)
+MANIFEST_EXTENSIONS = (".parquet", ".jsonl", ".csv")
+STAT_THREADS = 32  # manifest rows are stat'ed in parallel: object stores answer HEAD slowly
+
+
+def audio_id_for(uri: str, size: int | None, version: str | None) -> str:
+    key = json.dumps([uri, size, version])
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _version(info: dict[str, Any]) -> str | None:
+    """etag when the store has one, else mtime: what changes when the content changes."""
+    for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "created"):
+        if info.get(key) is not None:
+            return str(info[key]).strip('"')
+    return None
+
+
+def is_manifest(source: str) -> bool:
+    return source.lower().endswith(MANIFEST_EXTENSIONS)
+
+
+def list_source(source: str, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """All files of a source as listing rows, sorted by URI and deduplicated.
+
+    Raises JobError when the source itself cannot be listed (the job cannot start).
+    """
+    try:
+        rows = _list_manifest(source, storage_options) if is_manifest(source) else _list_files(
+            source, storage_options
+        )
+    except JobError:
+        raise
+    except Exception as exc:
+        raise JobError(
+            f"source {source!r} cannot be listed ({type(exc).__name__}: {exc}). Check the path "
+            "or bucket, the endpoint and the credentials."
+        ) from exc
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        seen.setdefault(r["audio_id"], r)  # a manifest naming a file twice yields one row
+    return sorted(seen.values(), key=lambda r: r["uri"])
+
+
+def _list_files(source: str, storage_options: dict[str, Any] | None) -> list[dict[str, Any]]:
+    fs, path = get_fs(source, storage_options)
+    if any(ch in path for ch in "*?["):
+        infos = fs.glob(path, detail=True)
+        if not infos:
+            raise JobError(f"source glob {source!r} matched no files")
+    else:
+        if not fs.exists(path):
+            raise JobError(f"source {source!r} does not exist")
+        if fs.isfile(path):
+            infos = {path: fs.info(path)}
+        else:
+            infos = fs.find(path, detail=True)
+        infos = {
+            p: i
+            for p, i in infos.items()
+            if posixpath.splitext(p)[1].lower().lstrip(".") in AUDIO_EXTENSIONS
+        }
+    rows = []
+    for p, info in infos.items():
+        if info.get("type") == "directory":
+            continue
+        uri = full_uri(fs, p)
+        size = info.get("size")
+        rows.append(
+            {
+                "audio_id": audio_id_for(uri, size, _version(info)),
+                "uri": uri,
+                "size_bytes": size,
+                "meta": None,
+                "list_error": None,
+            }
+        )
+    return rows
+
+
+def read_manifest(source: str, storage_options: dict[str, Any] | None = None) -> list[dict]:
+    """Manifest records as dicts; relative URIs are resolved against the manifest's folder."""
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    fs, path = get_fs(source, storage_options)
+    if not fs.exists(path):
+        raise JobError(f"manifest {source!r} does not exist")
+    with fs.open(path, "rb") as f:
+        low = path.lower()
+        if low.endswith(".parquet"):
+            table = pq.read_table(f)
+        elif low.endswith(".jsonl"):
+            table = pajson.read_json(f)
+        else:
+            table = pacsv.read_csv(f)
+    if "uri" not in table.column_names:
+        raise JobError(
+            f"manifest {source!r} has no 'uri' column (columns: {', '.join(table.column_names)})"
+        )
+    base = posixpath.dirname(path)
+    records = table.to_pylist()
+    for rec in records:
+        uri = str(rec.get("uri") or "").strip()
+        if uri and "://" not in uri:
+            # absolute paths are local files; relative ones live beside the manifest
+            uri = "file://" + uri if uri.startswith("/") else full_uri(fs, posixpath.join(base, uri))
+        rec["uri"] = uri
+    return records
+
+
+def _list_manifest(source: str, storage_options: dict[str, Any] | None) -> list[dict[str, Any]]:
+    records = read_manifest(source, storage_options)
+
+    def stat(rec: dict[str, Any]) -> dict[str, Any]:
+        uri = rec["uri"]
+        meta = {k: ("" if v is None else str(v)) for k, v in rec.items() if k != "uri"}
+        row = {"uri": uri, "size_bytes": None, "meta": meta or None, "list_error": None}
+        try:
+            if not uri:
+                raise FileNotFoundError("empty uri in manifest")
+            fs, p = get_fs(uri, storage_options)
+            info = fs.info(p)
+            if info.get("type") == "directory":
+                raise IsADirectoryError(p)
+            row["size_bytes"] = info.get("size")
+            row["audio_id"] = audio_id_for(uri, row["size_bytes"], _version(info))
+        except Exception as exc:
+            err = classify_os_error(exc, ErrorStage.LIST, uri or "<empty>")
+            row["audio_id"] = audio_id_for(uri, None, None)
+            row["list_error"] = {"kind": str(err.kind), "message": err.message}
+        return row
+
+    with ThreadPoolExecutor(STAT_THREADS) as pool:
+        return list(pool.map(stat, records))

@@ -1,0 +1,45 @@
+"""Annotate a few files in this process, without Ray (`earmark annotate`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from earmark.annotator import Annotator
+from earmark.batch.stages import DecodeStage
+from earmark.io.listing import list_source
+from earmark.models.base import ModelLoadError
+from earmark.schemas import JobError, LimitsSpec, ModelSpec, TaskRequest
+
+
+def annotate_files(
+    paths: list[str], model: ModelSpec, tasks: list[TaskRequest]
+) -> list[dict[str, Any]]:
+    """Output-row dicts, one per file, through the same decode stage and Annotator as a job."""
+    from earmark.models.registry import model_class
+
+    cls = model_class(model.family)
+    try:
+        cls.preflight(model.checkpoint or cls.info.default_checkpoint)
+        annotator = Annotator(model, tasks)
+    except (ModelLoadError, OSError) as exc:
+        raise JobError(f"model cannot be loaded: {exc}") from exc
+    rows = []
+    for listed in (r for p in paths for r in list_source(p)):
+        table = DecodeStage(LimitsSpec(), None, "local", model.family)(
+            _listing_table([listed])
+        )
+        row = annotator(table).to_pylist()[0]
+        row.pop("payload", None)
+        row.pop("_pad_real", None)
+        row.pop("_pad_total", None)
+        row["meta"] = dict(row["meta"]) if row.get("meta") else None
+        row["created_at"] = dt.datetime.now(dt.UTC).isoformat()
+        rows.append(row)
+    return rows
+
+
+def _listing_table(rows):
+    from earmark.batch.pipeline import listing_table
+
+    return listing_table(rows)

@@ -1,0 +1,197 @@
+"""The one interface every model family implements.
+
+A backend is loaded once (weights onto a device and dtype), then asked to annotate batches of
+windows. Feature preparation is a classmethod with no model state, so CPU decode workers can run
+it and ship the (picklable, numpy) features to the GPU actor. Only backend modules import the
+model libraries (torch, transformers, faster_whisper), and only inside functions or `__init__`.
+
+Contract of `annotate`: every task requested for a window reuses ONE encoder pass over that
+window ("encode once, ask many"); the result for window i is `results[i][task.name]` = raw text.
+Parsing (tag splitting, think-block stripping) lives in `earmark.tasks`, not here.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from earmark.schemas import TaskRequest
+
+SAMPLE_RATE = 16_000  # Hz: every family here consumes 16 kHz mono float32
+
+
+class ModelLoadError(Exception):
+    """The checkpoint cannot be loaded (missing files, wrong family, no weights). Stops a job."""
+
+
+class ModelInputError(ValueError):
+    """A window the model cannot take (empty, too long, NaN). Becomes an `infer` error row."""
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """What `earmark models list` shows; known without loading anything."""
+
+    name: str
+    default_checkpoint: str
+    window_s: float  # longest window one model call takes, seconds
+    audio_tokens_per_s: float | None  # None: not an LLM (e.g. Whisper)
+    tasks: tuple[str, ...]  # built-in tasks supported; "custom" when free prompts work
+    module: str  # import path of the backend module (imported lazily)
+    cls: str  # backend class name in that module
+    description: str = ""
+
+
+@dataclass
+class Window:
+    """One model window of one file, with features already prepared on the CPU side."""
+
+    audio_id: str
+    index: int  # position of the window in its file
+    start_s: float
+    end_s: float
+    num_samples: int  # real (unpadded) 16 kHz samples
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+
+@dataclass
+class BatchStats:
+    """Per-call accounting the summary and benchmarks read."""
+
+    windows: int = 0
+    real_units: int = 0  # real (unpadded) frames/samples fed to the encoder
+    padded_units: int = 0  # units in the padded batch tensors
+    encoder_passes: int = 0
+
+    @property
+    def padding_fraction(self) -> float:
+        return 0.0 if self.padded_units == 0 else 1.0 - self.real_units / self.padded_units
+
+
+class AudioModel(abc.ABC):
+    """Base class of every backend."""
+
+    info: ClassVar[FamilyInfo]
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        revision: str | None = None,
+        max_new_tokens: int = 256,
+    ) -> None:
+        self.checkpoint = checkpoint or self.info.default_checkpoint
+        self.revision = revision
+        self.max_new_tokens = max_new_tokens
+        self.device, self.dtype_name = resolve_device_dtype(device, dtype)
+        self.stats = BatchStats()
+
+    # files a local checkpoint directory must hold (checked before a job starts)
+    required_files: ClassVar[tuple[str, ...]] = ("config.json",)
+
+    @classmethod
+    def preflight(cls, checkpoint: str) -> None:
+        """Cheap check that a checkpoint can be loaded, without reading weights.
+
+        Raises ModelLoadError naming the cause and the fix.
+        """
+        p = Path(checkpoint).expanduser()
+        if p.is_dir():
+            missing = [f for f in cls.required_files if not (p / f).exists()]
+            if missing:
+                raise ModelLoadError(
+                    f"checkpoint directory {p} lacks {', '.join(missing)}: "
+                    f"is it a complete {cls.info.name} checkpoint?"
+                )
+            return
+        if p.exists():
+            raise ModelLoadError(f"checkpoint {p} is a file; a checkpoint is a directory")
+        if checkpoint.startswith(("/", ".", "~")) or checkpoint.count("/") != 1:
+            raise ModelLoadError(f"checkpoint directory {checkpoint} does not exist")
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+            from huggingface_hub import try_to_load_from_cache
+
+            if not isinstance(try_to_load_from_cache(checkpoint, "config.json"), str):
+                raise ModelLoadError(
+                    f"{checkpoint} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1: "
+                    f"download it first (hf download {checkpoint}) or pass a local directory"
+                )
+
+    # -- CPU side ---------------------------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def prepare(cls, samples: np.ndarray) -> dict[str, np.ndarray]:
+        """Features for one window of 16 kHz mono float32 samples (pure, picklable numpy)."""
+
+    # -- model side -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def annotate(self, windows: list[Window], tasks: list[TaskRequest]) -> list[dict[str, str]]:
+        """Raw text per task for each window, in input order. One encoder pass per window."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.info.name}:{self.checkpoint}"
+
+    def check_tasks(self, tasks: list[TaskRequest]) -> None:
+        for t in tasks:
+            ok = ("custom" in self.info.tasks) if t.is_custom else (t.name in self.info.tasks)
+            if not ok:
+                raise ValueError(
+                    f"model family {self.info.name!r} cannot do task {t.name!r}; "
+                    f"it supports {', '.join(self.info.tasks)}"
+                )
+
+    def check_window(self, w: Window) -> None:
+        """Refuse windows the model cannot take, naming the problem."""
+        if w.num_samples <= 0:
+            raise ModelInputError(f"window {w.index} of {w.audio_id} is empty (0 samples)")
+        if w.duration_s > self.info.window_s + 1e-6:
+            raise ModelInputError(
+                f"window {w.index} of {w.audio_id} is {w.duration_s:.1f} s, longer than the "
+                f"{self.info.window_s:.0f} s a {self.info.name} window may hold"
+            )
+        for k, v in w.features.items():
+            if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
+                raise ModelInputError(
+                    f"window {w.index} of {w.audio_id}: feature {k!r} holds NaN or inf"
+                )
+
+
+def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
+    """CUDA bf16 when available, CPU float32 otherwise (explicit choices win)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was asked for but no CUDA GPU is visible")
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    return device, dtype
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def attn_implementation() -> str:
+    """flash_attention_2 when installed, else SDPA (never the slow eager path by default)."""
+    try:
+        import flash_attn  # noqa: F401
+
+        return "flash_attention_2"
+    except ImportError:
+        return "sdpa"

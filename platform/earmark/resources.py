@@ -1,0 +1,103 @@
+"""Resources as plain data → Ray options, in one place for batch and Serve; plan checks.
+
+On a small machine an actor pool that takes every CPU leaves the decode tasks nothing to run on:
+Ray Data waits forever for a CPU the actors hold. `check_plan` refuses such a plan before anything
+starts, with the numbers and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from earmark.schemas import JobError, ResourceSpec
+
+WRITER_NUM_CPUS = 0.1  # writing a shard is I/O; it must never wait for a whole core
+
+
+@dataclass(frozen=True)
+class ClusterSize:
+    cpus: float
+    gpus: float
+
+
+def local_cluster_size(spec: ResourceSpec) -> ClusterSize:
+    """Size of the embedded Ray: the machine's CPUs (or the spec's) and visible GPUs."""
+    cpus = spec.cluster_cpus or os.cpu_count() or 1
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:
+        gpus = 0
+    return ClusterSize(float(cpus), float(gpus))
+
+
+def annotator_options(spec: ResourceSpec) -> dict[str, Any]:
+    """Per-actor Ray options (used for the batch pool and for Serve replicas)."""
+    return {"num_cpus": spec.annotator_num_cpus, "num_gpus": spec.annotator_num_gpus}
+
+
+def check_plan(spec: ResourceSpec, size: ClusterSize, *, with_model: bool = True) -> None:
+    """Refuse a plan that cannot be scheduled on this cluster (it would hang, not fail)."""
+    if spec.decode_num_cpus > size.cpus:
+        raise JobError(
+            f"decode tasks ask for {spec.decode_num_cpus} CPUs each but the cluster has "
+            f"{size.cpus:g}: lower resources.decode_num_cpus"
+        )
+    if not with_model:
+        return
+    actor_cpus = spec.annotator_num_cpus * spec.min_actors
+    actor_gpus = spec.annotator_num_gpus * spec.min_actors
+    if actor_gpus > size.gpus:
+        raise JobError(
+            f"{spec.min_actors} Annotator actor(s) × {spec.annotator_num_gpus:g} GPU need "
+            f"{actor_gpus:g} GPUs but the cluster has {size.gpus:g}: lower resources.min_actors "
+            "or resources.annotator_num_gpus (0 runs the model on CPU)"
+        )
+    free = size.cpus - actor_cpus
+    if free < spec.decode_num_cpus:
+        raise JobError(
+            f"this plan cannot run: {spec.min_actors} Annotator actor(s) × "
+            f"{spec.annotator_num_cpus:g} CPU take {actor_cpus:g} of the cluster's {size.cpus:g} "
+            f"CPUs, leaving {free:g} for decode tasks that need {spec.decode_num_cpus:g} each — "
+            "the read/decode stage would never run and the job would hang. Lower "
+            "resources.min_actors or resources.annotator_num_cpus, or add CPUs."
+        )
+    most_cpus = spec.annotator_num_cpus * spec.max_actors
+    if size.cpus - most_cpus < spec.decode_num_cpus and spec.annotator_num_cpus > 0:
+        raise JobError(
+            f"resources.max_actors={spec.max_actors} × {spec.annotator_num_cpus:g} CPU could take "
+            f"all {size.cpus:g} CPUs and starve the decode tasks; lower resources.max_actors to "
+            f"{max(1, int((size.cpus - spec.decode_num_cpus) // spec.annotator_num_cpus))}"
+        )
+    if spec.annotator_num_gpus > 0 and spec.annotator_num_gpus * spec.max_actors > size.gpus:
+        raise JobError(
+            f"resources.max_actors={spec.max_actors} × {spec.annotator_num_gpus:g} GPU exceeds "
+            f"the cluster's {size.gpus:g} GPUs; lower resources.max_actors"
+        )
+
+
+def init_ray(address: str | None, spec: ResourceSpec) -> ClusterSize:
+    """Connect to a cluster, or start an embedded local Ray sized to the machine."""
+    import ray
+
+    if ray.is_initialized():
+        res = ray.cluster_resources()
+        return ClusterSize(res.get("CPU", 0.0), res.get("GPU", 0.0))
+    env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=False)
+        res = ray.cluster_resources()
+        return ClusterSize(res.get("CPU", 0.0), res.get("GPU", 0.0))
+    size = local_cluster_size(spec)
+    ray.init(
+        num_cpus=int(size.cpus),
+        num_gpus=int(size.gpus),
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env=env,
+    )
+    return size

@@ -1,0 +1,21 @@
+"""Shared fixtures. Unit tests need no Ray; integration fixtures start real local servers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
+sys.path.insert(0, str(Path(__file__).parent))  # tests/audio_factory.py and friends
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    return DEMO

@@ -1,0 +1,63 @@
+"""Contracts: validation errors name the bad value; committed snapshots match the code."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from pydantic import ValidationError
+
+from conftest import REPO
+from earmark.contracts import snapshots
+from earmark.schemas import OUTPUT_SCHEMA, JobSpec, ModelSpec, parse_tasks, rows_to_table
+
+
+def test_committed_snapshots_match_code():
+    for name, text in snapshots().items():
+        path = REPO / "schemas" / name
+        assert path.exists(), f"{name} missing: run `earmark schemas export`"
+        assert path.read_text() == text, f"{name} drifted: run `earmark schemas export`"
+
+
+def test_task_parsing():
+    tasks = parse_tasks('asr,caption,mood="What mood, if any?"')
+    assert [t.name for t in tasks] == ["asr", "caption", "mood"]
+    assert tasks[2].prompt == "What mood, if any?"
+    with pytest.raises(ValueError, match="unknown task 'bogus'"):
+        parse_tasks("asr,bogus")
+    with pytest.raises(ValueError, match="twice"):
+        parse_tasks("asr,asr")
+
+
+def test_job_spec_errors_name_the_field():
+    with pytest.raises(ValidationError) as ei:
+        JobSpec.model_validate(
+            {"source": "a", "output": "b", "resources": {"min_actors": 3, "max_actors": 1}}
+        )
+    assert "min_actors (3) is larger than max_actors (1)" in str(ei.value)
+    with pytest.raises(ValidationError) as ei:
+        JobSpec.model_validate({"source": "a", "output": "b", "model": {"family": "gpt"}})
+    assert "unknown model family 'gpt'" in str(ei.value)
+    with pytest.raises(ValidationError) as ei:
+        JobSpec.model_validate({"source": "a", "output": "b", "colour": "red"})
+    assert "colour" in str(ei.value)
+
+
+def test_job_id_is_deterministic():
+    a = JobSpec(source="s3://b/x", output="/o", tasks="asr,tags")
+    b = JobSpec(source="s3://b/x", output="/o", tasks=["asr", "tags"])
+    c = JobSpec(source="s3://b/x", output="/other", tasks="asr,tags")
+    assert a.job_id == b.job_id != c.job_id
+
+
+def test_model_spec_parse():
+    assert ModelSpec.parse("whisper").checkpoint is None
+    m = ModelSpec.parse("eureka:/ckpt/dir")
+    assert (m.family, m.checkpoint) == ("eureka", "/ckpt/dir")
+
+
+def test_rows_to_table_nulls_missing_columns():
+    t = rows_to_table([{"audio_id": "a", "uri": "u", "status": "ok", "meta": {"k": "v"}}])
+    assert t.schema == OUTPUT_SCHEMA
+    row = t.to_pylist()[0]
+    assert row["transcript"] is None and row["tags"] is None and row["meta"] == [("k", "v")]
+    assert isinstance(t.schema.field("created_at").type, pa.TimestampType)
