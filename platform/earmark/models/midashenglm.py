@@ -1,0 +1,286 @@
+"""MiDashengLM-7B backend (`mispeech/midashenglm-7b-1021-bf16`), models.md §2.
+
+Inputs follow the reference processor: the raw 16 kHz waveform, right-padded with zeros into
+`input_values` [B, samples] with the real lengths in `audio_length`; prompt ids left-padded with
+`<|AUDIO|>` repeated `int(1 + n/160) // 4 // 5` times between `<|audio_bos|>`/`<|audio_eos|>`.
+
+Encode once, ask many (default): `audio_encoder(input_values, audio_length)` and
+`audio_projector(frames, mask)` run once per batch, then per task the prompt is embedded with the
+decoder's token embeddings, the `<|AUDIO|>` positions receive the window's audio tokens and
+`decoder.generate` decodes the batch. With `encode_once=False` (or when the checkpoint lacks those
+submodules) the remote `model.generate(input_ids, attention_mask, input_values, audio_length)`
+runs once per task, re-encoding the audio each time.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+
+from earmark.audio import features as F
+from earmark.models import hf_common as H
+from earmark.models.base import AudioModel, ModelInputError, Window
+from earmark.models.registry import FAMILIES
+from earmark.schemas import TaskRequest
+from earmark.tasks import Prompt, prompt_for
+
+log = logging.getLogger(__name__)
+
+AUDIO_BOS, AUDIO_TOKEN, AUDIO_EOS = "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"
+IM_START, IM_END, END_OF_TEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+# System prompt of the published serving example (vLLM); the reference template's default is
+# not public, so it is always given explicitly.
+SYSTEM_PROMPT = "You are a helpful language and speech assistant."
+
+
+class MiDashengLMModel(AudioModel):
+    info = FAMILIES["midashenglm"]
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        revision: str | None = None,
+        max_new_tokens: int = 256,
+        encode_once: bool = True,
+    ) -> None:
+        super().__init__(
+            checkpoint, device=device, dtype=dtype, revision=revision, max_new_tokens=max_new_tokens
+        )
+        family = self.info.name
+        local, self.checkpoint = H.validate_checkpoint(self.checkpoint, family, revision)
+        tok = self.tokenizer = H.load_tokenizer(self.checkpoint, family, revision, local)
+        self.chat_template = H.load_chat_template(tok, self.checkpoint, revision, local)
+        self.audio_id = H.token_id(tok, AUDIO_TOKEN, self.checkpoint)
+        H.token_id(tok, AUDIO_BOS, self.checkpoint)
+        H.token_id(tok, AUDIO_EOS, self.checkpoint)
+        self.eos_ids = [H.token_id(tok, IM_END, self.checkpoint)]
+        eot = tok.convert_tokens_to_ids(END_OF_TEXT)
+        if eot not in (None, tok.unk_token_id):
+            self.eos_ids.append(int(eot))
+        # the reference pads with the tokenizer's pad token, else its EOS
+        self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[-1])
+        self.model = H.load_remote_model(
+            self.checkpoint,
+            family,
+            device=self.device,
+            dtype=self.dtype_name,
+            revision=revision,
+            local=local,
+        )
+        self.encode_once = encode_once
+        if encode_once and not self._has_submodules():
+            self._fall_back("the checkpoint lacks audio_encoder, audio_projector or decoder")
+        self._prompts: dict[TaskRequest, tuple[list[int], list[int]]] = {}
+
+    def _has_submodules(self) -> bool:
+        m = self.model
+        try:
+            return (
+                m.audio_encoder is not None
+                and m.audio_projector is not None
+                and callable(m.decoder.generate)
+                and m.decoder.get_input_embeddings() is not None
+            )
+        except AttributeError:
+            return False
+
+    def _fall_back(self, why: str) -> None:
+        warnings.warn(
+            f"{self.name}: encode-once path unavailable ({why}); the remote generate re-encodes "
+            f"the audio for every task",
+            stacklevel=3,
+        )
+        self.encode_once = False
+
+    # -- CPU side ---------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, samples: np.ndarray) -> dict[str, np.ndarray]:
+        """{"input_values": waveform float32}, zero-padded to ≥ 3200 samples (one token)."""
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1 or samples.size == 0:
+            raise ModelInputError(
+                f"midashenglm needs non-empty mono samples, got shape {samples.shape}"
+            )
+        if not np.all(np.isfinite(samples)):
+            raise ModelInputError("midashenglm window samples hold NaN or inf")
+        if samples.size > cls.info.window_s * F.SAMPLE_RATE:
+            raise ModelInputError(
+                f"midashenglm window of {samples.size / F.SAMPLE_RATE:.1f} s is longer than "
+                f"{cls.info.window_s:.0f} s"
+            )
+        return {"input_values": F.pad_to_min_length(samples)}
+
+    # -- prompts ----------------------------------------------------------------------------
+    def render(self, prompt: Prompt) -> str:
+        """Chat text with one `<|audio_bos|><|AUDIO|><|audio_eos|>` placeholder."""
+        system = prompt.system or SYSTEM_PROMPT
+        user: list[dict[str, str]] = [{"type": "audio", "audio": "<audio>"}]
+        if prompt.user:
+            user.append({"type": "text", "text": prompt.user})
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        text = None
+        if self.chat_template:
+            text = self.tokenizer.apply_chat_template(
+                messages,
+                chat_template=self.chat_template,
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            if text.count(AUDIO_TOKEN) != 1:
+                log.warning(
+                    "%s: chat template gave %d audio placeholders; using the documented format",
+                    self.name,
+                    text.count(AUDIO_TOKEN),
+                )
+                text = None
+        if text is None:
+            text = (
+                f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n"
+                f"{AUDIO_BOS}{AUDIO_TOKEN}{AUDIO_EOS}{prompt.user or ''}{IM_END}\n"
+                f"{IM_START}assistant\n"
+            )
+        # the reference processor adds the audio bos/eos around <|AUDIO|> when missing
+        if f"{AUDIO_BOS}{AUDIO_TOKEN}" not in text:
+            text = text.replace(AUDIO_TOKEN, f"{AUDIO_BOS}{AUDIO_TOKEN}", 1)
+        if f"{AUDIO_TOKEN}{AUDIO_EOS}" not in text:
+            text = text.replace(AUDIO_TOKEN, f"{AUDIO_TOKEN}{AUDIO_EOS}", 1)
+        return text
+
+    def prompt_ids(self, task: TaskRequest, num_samples: int) -> list[int]:
+        """input_ids of one window: `<|AUDIO|>` × dasheng_num_tokens(num_samples)."""
+        if task not in self._prompts:
+            text = self.render(prompt_for(self.info.name, task))
+            self._prompts[task] = H.split_prompt(self.tokenizer, text, AUDIO_TOKEN, self.audio_id)
+        before, after = self._prompts[task]
+        return before + [self.audio_id] * F.dasheng_num_tokens(num_samples) + after
+
+    # -- model side -------------------------------------------------------------------------
+    def _wave(self, w: Window) -> np.ndarray:
+        self.check_window(w)
+        wave = w.features.get("input_values")
+        if wave is None:
+            raise ModelInputError(
+                f"window {w.index} of {w.audio_id} has no 'input_values' features "
+                f"(run MiDashengLMModel.prepare)"
+            )
+        if wave.ndim != 1 or wave.size == 0:
+            raise ModelInputError(
+                f"window {w.index} of {w.audio_id}: input_values has shape {wave.shape}"
+            )
+        if wave.size > max(self.info.window_s * F.SAMPLE_RATE, F.DASHENG_MIN_SAMPLES):
+            raise ModelInputError(
+                f"window {w.index} of {w.audio_id}: {wave.size} samples is longer than "
+                f"{self.info.window_s:.0f} s"
+            )
+        return wave
+
+    def _batch(self, waves: list[np.ndarray]) -> tuple[Any, Any]:
+        """Right-padded input_values [B, max_len] (zeros) and audio_length [B]."""
+        import torch
+
+        lengths = [len(w) for w in waves]
+        values = np.zeros((len(waves), max(lengths)), dtype=np.float32)
+        for i, w in enumerate(waves):
+            values[i, : len(w)] = w
+        self.stats.windows += len(waves)
+        self.stats.real_units += sum(lengths)
+        self.stats.padded_units += values.size
+        return (
+            torch.from_numpy(values).to(self.device),
+            torch.tensor(lengths, dtype=torch.long, device=self.device),
+        )
+
+    def annotate(self, windows: list[Window], tasks: list[TaskRequest]) -> list[dict[str, str]]:
+        runs = self.trace(windows, tasks, with_scores=False)
+        return [
+            {name: H.decode(self.tokenizer, ids, self.eos_ids) for name, (ids, _) in r.items()}
+            for r in runs
+        ]
+
+    def trace(
+        self, windows: list[Window], tasks: list[TaskRequest], *, with_scores: bool = True
+    ) -> list[dict[str, H.Trace]]:
+        """Generated ids (and per-step scores) per window and task, for parity checks."""
+        self.check_tasks(tasks)
+        waves = [self._wave(w) for w in windows]
+        if not windows or not tasks:
+            return [{} for _ in windows]
+        if self.encode_once:
+            try:
+                return self._run_encode_once(waves, tasks, with_scores)
+            except ModelInputError:
+                raise
+            except (AttributeError, TypeError, RuntimeError, ValueError) as e:
+                if getattr(self, "_encode_once_ok", False):
+                    raise
+                self._fall_back(f"{type(e).__name__}: {e}")
+        return self._run_remote(waves, tasks, with_scores)
+
+    def encode(self, waves: list[np.ndarray]) -> list[Any]:
+        """Audio-token embeddings per window ([tokens_i, hidden]), one encoder pass."""
+        values, lengths = self._batch(waves)
+        out = self.model.audio_encoder(values, lengths)
+        frames, mask = out if isinstance(out, tuple) else (out, None)
+        proj = self.model.audio_projector(frames, mask)
+        tokens = proj[0] if isinstance(proj, tuple) else proj
+        self.stats.encoder_passes += len(waves)
+        result = []
+        for i, w in enumerate(waves):
+            n = F.dasheng_num_tokens(len(w))
+            if tokens.shape[1] < n:
+                raise RuntimeError(f"projector gave {tokens.shape[1]} tokens, {n} expected")
+            result.append(tokens[i, :n])
+        return result
+
+    def _generate_args(self, with_scores: bool) -> dict[str, Any]:
+        args = H.greedy_kwargs(self.max_new_tokens, self.eos_ids, self.pad_id)
+        return {**args, **H.trace_kwargs(with_scores)}
+
+    def _run_encode_once(
+        self, waves: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool
+    ):
+        import torch
+
+        results: list[dict[str, H.Trace]] = [{} for _ in waves]
+        with torch.inference_mode():
+            audio = self.encode(waves)
+            embed = self.model.decoder.get_input_embeddings()
+            for task in tasks:
+                rows = [self.prompt_ids(task, len(w)) for w in waves]
+                ids, mask = H.left_pad(rows, self.pad_id, self.device)
+                embeds = embed(ids)
+                embeds[ids == self.audio_id] = torch.cat(audio).to(embeds.dtype)
+                out = self.model.decoder.generate(
+                    inputs_embeds=embeds, attention_mask=mask, **self._generate_args(with_scores)
+                )
+                for i, row in enumerate(H.generated_rows(out, ids, self.eos_ids, with_scores)):
+                    results[i][task.name] = row
+        self._encode_once_ok = True
+        return results
+
+    def _run_remote(self, waves: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
+        import torch
+
+        results: list[dict[str, H.Trace]] = [{} for _ in waves]
+        with torch.inference_mode():
+            values, lengths = self._batch(waves)
+            for task in tasks:
+                rows = [self.prompt_ids(task, len(w)) for w in waves]
+                ids, mask = H.left_pad(rows, self.pad_id, self.device)
+                self.stats.encoder_passes += len(waves)
+                out = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    input_values=values,
+                    audio_length=lengths,
+                    **self._generate_args(with_scores),
+                )
+                for i, row in enumerate(H.generated_rows(out, ids, self.eos_ids, with_scores)):
+                    results[i][task.name] = row
+        return results
