@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "data" / "demo"
 sys.path.insert(0, str(Path(__file__).parent))  # tests/audio_factory.py and friends
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from paths import DEMO  # noqa: E402
 
 
 @pytest.fixture(scope="session")

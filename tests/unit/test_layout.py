@@ -7,7 +7,7 @@ import subprocess
 import sys
 import sysconfig
 
-from conftest import REPO
+from paths import REPO
 
 STDLIB = os.path.realpath(sysconfig.get_paths()["stdlib"])
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from conftest import REPO
+from paths import REPO
 from earmark.contracts import snapshots
 from earmark.schemas import OUTPUT_SCHEMA, JobSpec, ModelSpec, parse_tasks, rows_to_table
 

