@@ -87,7 +87,10 @@ def init_ray(address: str | None, spec: ResourceSpec) -> ClusterSize:
     if ray.is_initialized():
         res = ray.cluster_resources()
         return ClusterSize(res.get("CPU", 0.0), res.get("GPU", 0.0))
+    address = address or os.environ.get("RAY_ADDRESS") or None  # inside a Ray job: its cluster
     env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}}
+    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        env = None  # a submitted job already carries its runtime env; Ray refuses an overlap
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=False)
         res = ray.cluster_resources()

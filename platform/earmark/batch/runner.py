@@ -7,6 +7,7 @@ the source can be listed, the plan fits the cluster, and the model checkpoint is
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from typing import Any
@@ -54,7 +55,8 @@ def run_job(
     check_writable(spec.output, spec.storage_options)
     if with_model:
         preflight_model(spec)
-    if address is None and not ray.is_initialized():
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    if local and not ray.is_initialized():
         check_plan(spec.resources, local_cluster_size(spec.resources), with_model=with_model)
     rows = list_source(spec.source, spec.storage_options)
     clean_temp(spec.output, spec.storage_options)

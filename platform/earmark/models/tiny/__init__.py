@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TINY_FAMILIES = ("eureka", "midashenglm")
+TINY_FAMILIES = ("eureka", "midashenglm", "moss")
 
 
 def build_tiny_checkpoint(family: str, path: str | Path, *, seed: int = 0) -> Path:
@@ -22,4 +22,8 @@ def build_tiny_checkpoint(family: str, path: str | Path, *, seed: int = 0) -> Pa
         return builders.build_eureka(Path(path), seed=seed)
     if family == "midashenglm":
         return builders.build_midashenglm(Path(path), seed=seed)
+    if family == "moss":
+        from earmark.models.tiny_moss import build_tiny_moss
+
+        return Path(build_tiny_moss(Path(path)))
     raise ValueError(f"no tiny checkpoint for family {family!r}; known: {', '.join(TINY_FAMILIES)}")
