@@ -390,6 +390,11 @@ def jobs_stop(
         raise typer.Exit(1)
 
 
+from earmark.cli_results import register as _register_results  # noqa: E402
+
+_register_results(app)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
