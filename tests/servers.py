@@ -119,3 +119,62 @@ def upload_demo(fs, prefix: str, names: list[str] | None = None) -> list[str]:
         fs.pipe(f"{prefix}/{p.name}", p.read_bytes())
         uris.append(f"s3://{prefix}/{p.name}")
     return uris
+
+
+class FlakyProxy:
+    """An HTTP proxy in front of the S3 server that breaks the first GET of every object whose
+    key contains `marker`: it sends the headers and a few body bytes, then drops the connection
+    (a transient network failure seen mid-read)."""
+
+    def __init__(self, upstream_port: int, marker: str) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        self.failures = 0
+        seen: set[str] = set()
+        lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+                conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                resp = conn.getresponse()
+                data = resp.read()
+                key = self.path.split("?")[0]
+                flaky = self.command == "GET" and marker in key and resp.status in (200, 206)
+                with lock:
+                    first = flaky and key not in seen
+                    if first:
+                        seen.add(key)
+                        proxy.failures += 1
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.end_headers()
+                if first:
+                    self.wfile.write(data[:16])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()

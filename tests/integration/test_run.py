@@ -216,3 +216,21 @@ def test_run_s3_to_s3(s3_server):
         name = r["uri"].rsplit("/", 1)[1]
         assert norm(r["transcript"]) and jiwer.wer(norm(REFS[name]), norm(r["transcript"])) < 0.3
     assert s3_server.admin.exists("out/run1/_summary.json")
+
+
+def test_transient_s3_read_error_is_retried(s3_server, tmp_path):
+    from servers import FlakyProxy
+
+    upload_demo(s3_server.admin, "audio/flaky", names=[p.name for p in SPEECH[:3]])
+    proxy = FlakyProxy(s3_server.port, marker="/audio/flaky/")
+    try:
+        opts = {**s3_server.options(S3_READER), "client_kwargs": {"endpoint_url": proxy.endpoint}}
+        spec = JobSpec(source="s3://audio/flaky", output=str(tmp_path / "out"),
+                       storage_options=opts)  # fmt: skip
+        summary = run_job(spec, with_model=False, progress=False)
+    finally:
+        proxy.stop()
+    assert proxy.failures == 3  # every object's first read broke off mid-body
+    assert summary.files_ok == 3, summary.errors_by_kind
+    rows = read_output(str(tmp_path / "out")).to_pylist()
+    assert all(r["status"] == "ok" and r["duration_s"] > 3 for r in rows)
