@@ -193,7 +193,8 @@ def models_list() -> None:
     """Families, default checkpoints, window length and audio tokens per second."""
     from earmark.models.registry import FAMILIES
 
-    t = Table("family", "default checkpoint", "window", "audio tokens/s", "tasks")
+    t = Table("family", "default checkpoint", "window", "audio tokens/s", "tasks", expand=False)
+    t.columns[1].no_wrap = True
     for info in FAMILIES.values():
         tps = "—" if info.audio_tokens_per_s is None else f"{info.audio_tokens_per_s:g}"
         t.add_row(info.name, info.default_checkpoint, f"{info.window_s:g} s", tps, ", ".join(info.tasks))

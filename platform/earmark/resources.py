@@ -7,6 +7,7 @@ starts, with the numbers and the fix.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,7 @@ def init_ray(address: str | None, spec: ResourceSpec) -> ClusterSize:
         num_gpus=int(size.gpus),
         include_dashboard=False,
         log_to_driver=False,
+        logging_level=logging.ERROR,  # the embedded cluster's start-up notes are noise to users
         runtime_env=env,
     )
     return size

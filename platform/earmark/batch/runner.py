@@ -89,6 +89,7 @@ def run_job(
 def _configure_ray_data() -> None:
     import ray.data
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # earmark draws its own bar, counted in files
     ctx.execution_options.preserve_order = False
