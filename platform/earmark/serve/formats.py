@@ -1,0 +1,83 @@
+"""OpenAI transcription response formats from an output row: json, text, verbose_json, srt, vtt.
+
+Segments are the row's windows (earmark cuts long audio in pauses; a short clip is one segment).
+verbose_json carries the fields OpenAI's schema lists; earmark does not measure per-segment
+log-probabilities or no-speech probabilities, so those are 0.0, and `tokens` is empty.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any
+
+RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+LANGUAGE_NAMES = {"en": "english"}  # OpenAI reports the language by name
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = max(0, round(seconds * 1000))
+    h, rem = divmod(ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def segments_of(row: dict[str, Any]) -> list[dict[str, Any]]:
+    segs = row.get("segments") or []
+    if not segs and row.get("transcript"):
+        end = row.get("duration_s") or 0.0
+        segs = [{"start_s": 0.0, "end_s": end, "transcript": row["transcript"]}]
+    return [s for s in segs if (s.get("transcript") or "").strip()]
+
+
+def to_srt(row: dict[str, Any]) -> str:
+    blocks = [
+        f"{i}\n{_clock(s['start_s'], ',')} --> {_clock(s['end_s'], ',')}\n"
+        f"{s['transcript'].strip()}\n"
+        for i, s in enumerate(segments_of(row), start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def to_vtt(row: dict[str, Any]) -> str:
+    blocks = [
+        f"{_clock(s['start_s'], '.')} --> {_clock(s['end_s'], '.')}\n{s['transcript'].strip()}\n"
+        for s in segments_of(row)
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def _compression_ratio(text: str) -> float:
+    raw = text.encode()
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+def to_verbose_json(row: dict[str, Any], language: str) -> dict[str, Any]:
+    segments = [
+        {
+            "id": i,
+            "seek": int(s["start_s"] * 100),  # Whisper's seek is in 10 ms frames
+            "start": s["start_s"],
+            "end": s["end_s"],
+            "text": s["transcript"],
+            "tokens": [],
+            "temperature": 0.0,
+            "avg_logprob": 0.0,
+            "compression_ratio": _compression_ratio(s["transcript"]),
+            "no_speech_prob": 0.0,
+        }
+        for i, s in enumerate(segments_of(row))
+    ]
+    return {
+        "task": "transcribe",
+        "language": LANGUAGE_NAMES.get(language, language),
+        "duration": row.get("duration_s") or 0.0,
+        "text": row.get("transcript") or "",
+        "segments": segments,
+        "usage": usage(row),
+    }
+
+
+def usage(row: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "duration", "seconds": math.ceil(row.get("duration_s") or 0.0)}

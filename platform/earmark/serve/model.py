@@ -1,0 +1,153 @@
+"""The model deployment: the batch job's `Annotator`, loaded once per replica, behind
+`@serve.batch`.
+
+Requests arrive as prepared windows (the ingress decoded and cut them, as the decode tasks do in
+a job). Concurrent requests are gathered into one batch (up to `max_batch_size`, waiting at most
+`batch_wait_timeout_s`); requests asking the same tasks share model calls, so the windows of many
+requests fill the model's batches exactly as the windows of many files do in a job. The model runs
+in a worker thread: the replica's event loop keeps answering health checks meanwhile. Batch
+settings come from `user_config` and can be changed live.
+
+Why a gate in front of `@serve.batch`: Ray 2.60's batch loop forms the next batch as soon as its
+wait timeout expires, even while the model is still busy with the previous one (only execution
+waits for the model). Under steady load that cuts the queue into batches of 1–3 requests, each
+closed 50 ms after its first arrival. Requests therefore wait at `idle` while a batch runs and
+enter the batch queue together when it ends, so the next batch takes everything that queued
+meanwhile (8 closed-loop clients, whisper tiny.en on CPU: a request's batch held 2.1 requests on
+average without the gate, 6.2 with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import time
+from collections import Counter
+from typing import Any
+
+from ray import serve
+
+from earmark.annotator import Annotator, merge_windows
+from earmark.models.base import ModelInputError, Window
+
+log = logging.getLogger(__name__)
+
+FATAL_AFTER_FAILURES = 3  # consecutive failed batches before the health check reports unhealthy
+
+Item = tuple[list[Window], list[dict[str, Any]]]  # (windows of one request, task dicts)
+
+
+def run_items(annotator: Annotator, items: list[Item]) -> list[dict[str, Any]]:
+    """One result per request: {"fields": row fields} or {"error", "kind"}; never raises for
+    a bad request. Requests with the same tasks share model calls."""
+    from earmark.schemas import TaskRequest
+
+    results: list[dict[str, Any]] = [{} for _ in items]
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, tasks) in enumerate(items):
+        key = tuple((t["name"], t.get("prompt")) for t in tasks)
+        groups.setdefault(key, []).append(i)
+    for idx in groups.values():
+        tasks = [TaskRequest(**t) for t in items[idx[0]][1]]
+        windows = [w for i in idx for w in items[i][0]]
+        owner = [i for i in idx for _ in items[i][0]]
+        t0 = time.perf_counter()
+        texts, errors, _ = annotator.annotate_windows(windows, tasks)
+        elapsed = time.perf_counter() - t0
+        total = sum(w.num_samples for w in windows) or 1
+        for i in idx:
+            mine = [k for k, o in enumerate(owner) if o == i]
+            bad = [errors[k] for k in mine if errors[k]]
+            if bad:
+                results[i] = {"error": bad[0], "kind": "model_error"}
+                continue
+            fields = merge_windows(
+                [windows[k] for k in mine], [texts[k] for k in mine], tasks, annotator.family
+            )
+            share = sum(windows[k].num_samples for k in mine) / total
+            fields.update(
+                infer_s=elapsed * share,
+                num_windows=len(mine),
+                model=annotator.model.name,
+                model_revision=annotator.spec.revision,
+            )
+            results[i] = {"fields": fields}
+    return results
+
+
+@serve.deployment(name="Annotator")
+class AnnotatorDeployment:
+    """One Annotator per replica; `annotate` is batched across concurrent requests."""
+
+    def __init__(self, model: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
+        self.annotator = Annotator(model, tasks)
+        self.batch_sizes: Counter[int] = Counter()
+        self.failures = 0  # consecutive batches that raised
+        self.idle = asyncio.Event()  # set while no batch runs (see the module docstring)
+        self.idle.set()
+        self.pid = os.getpid()
+        log.info("Annotator replica ready: %s (pid %d)", self.annotator.model.name, self.pid)
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """user_config: {max_batch_size, batch_wait_timeout_s}; applied live."""
+        if "max_batch_size" in config:
+            self._batched.set_max_batch_size(int(config["max_batch_size"]))
+        if "batch_wait_timeout_s" in config:
+            self._batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+
+    async def annotate(self, windows: list[Window], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+        """Row fields for one request's windows, plus the size of the batch it rode in."""
+        await self.idle.wait()
+        return await self._batched((windows, tasks))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
+    async def _batched(self, items: list[Item]) -> list[dict[str, Any]]:
+        n = len(items)
+        self.batch_sizes[n] += 1
+        self.idle.clear()
+        try:
+            results = await asyncio.to_thread(run_items, self.annotator, items)
+            self.failures = 0
+        except ModelInputError as exc:  # not the replica's fault
+            results = [{"error": str(exc), "kind": "model_error"}] * n
+        except Exception as exc:
+            self.failures += 1
+            log.exception("batch of %d requests failed", n)
+            results = [{"error": f"{type(exc).__name__}: {exc}", "kind": "internal"}] * n
+        finally:
+            self.idle.set()
+        return [{**r, "batch_size": n} for r in results]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "model": self.annotator.model.name,
+            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+            "max_batch_size": self._batched._get_max_batch_size(),
+            "batch_wait_timeout_s": self._batched._get_batch_wait_timeout_s(),
+        }
+
+    def ping(self) -> str:
+        return self.annotator.model.name
+
+    def check_health(self) -> None:
+        """Serve calls this periodically; raising makes Serve replace the replica."""
+        if self.failures >= FATAL_AFTER_FAILURES:
+            raise RuntimeError(
+                f"{self.failures} consecutive batches failed; the model is presumed broken"
+            )
+
+    def __del__(self) -> None:
+        # graceful shutdown: Serve drained in-flight requests already; free the weights now so
+        # a replacement replica on the same GPU finds the memory free
+        self.annotator = None  # type: ignore[assignment]
+        gc.collect()
+        try:
+            import sys
+
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:
+            pass
