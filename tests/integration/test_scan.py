@@ -38,6 +38,7 @@ def test_scan_demo_corpus(tmp_path):
     audio = sorted(p.name for p in DEMO.iterdir() if p.suffix != ".jsonl" and p.suffix != ".md")
     assert sorted(rows) == audio
     assert all(r["status"] == "ok" for r in rows.values())
+    assert all(r["earmark_version"] and r["job_id"] == summary.job_id for r in rows.values())
     assert rows["s08_oak.wav"]["source_channels"] == 2
     assert rows["s08_oak.wav"]["source_sample_rate"] == 44100
     assert rows["s09_football.wav"]["source_sample_rate"] == 8000

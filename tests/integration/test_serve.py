@@ -150,7 +150,7 @@ def test_annotate_row_equals_batch_row(server, s3_server):
     same = [
         "status", "transcript", "segments", "duration_s", "source_sample_rate",
         "source_channels", "codec", "container", "num_windows", "model", "model_revision",
-        "caption", "tags", "answers", "error",
+        "caption", "tags", "answers", "error", "earmark_version",
     ]  # fmt: skip
     for name, want in zip(files, batch, strict=True):
         r = post_file(server, name)

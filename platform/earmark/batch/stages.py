@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from earmark import __version__
 from earmark.io.reader import read_and_decode
 from earmark.io.sink import write_shard
 from earmark.schemas import OUTPUT_SCHEMA, EarmarkError, ErrorKind, ErrorStage, LimitsSpec
@@ -68,6 +69,7 @@ class DecodeStage:
             "size_bytes": rec.get("size_bytes"),
             "meta": rec.get("meta"),
             "job_id": self.job_id,
+            "earmark_version": __version__,
             "status": "ok",
         }
         if rec.get("list_error"):
