@@ -59,7 +59,9 @@ def write(path: Path, samples: np.ndarray, sr: int, fmt: str) -> Path:
         for start in range(0, src.shape[1], frame_size):
             chunk = src[:, start : start + frame_size]
             if sample_fmt.endswith("p"):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=sample_fmt, layout=layout)
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(chunk), format=sample_fmt, layout=layout
+                )
             elif sample_fmt == "s16":
                 data = (np.clip(chunk, -1, 1) * 32767).astype(np.int16).T.reshape(1, -1)
                 frame = av.AudioFrame.from_ndarray(data, format="s16", layout=layout)

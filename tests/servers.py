@@ -22,7 +22,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-
 class S3Server:
     """SeaweedFS `weed server -s3` with two identities: an admin, and a reader that may read and
     list the `audio` bucket and write the `out` bucket but nothing else (real AccessDenied)."""
@@ -51,8 +50,13 @@ class S3Server:
                             "credentials": [
                                 {"accessKey": S3_READER["key"], "secretKey": S3_READER["secret"]}
                             ],
-                            "actions": ["Read:audio", "List:audio", "Write:out", "Read:out",
-                                        "List:out"],
+                            "actions": [
+                                "Read:audio",
+                                "List:audio",
+                                "Write:out",
+                                "Read:out",
+                                "List:out",
+                            ],
                         },
                     ]
                 }
@@ -83,10 +87,10 @@ class S3Server:
                     self.admin.pipe(f"{bucket}/.ready", b"1")
                     self.admin.rm(f"{bucket}/.ready")
                 break
-            except Exception:
+            except Exception as exc:
                 if time.time() > deadline or self.proc.poll() is not None:
                     self.stop()
-                    raise RuntimeError(f"SeaweedFS did not start; see {root / 'weed.log'}")
+                    raise RuntimeError(f"SeaweedFS did not start; see {root / 'weed.log'}") from exc
                 time.sleep(0.5)
 
     def options(self, who: dict = S3_ADMIN) -> dict:
@@ -105,7 +109,6 @@ class S3Server:
             pass
         self.proc.wait(timeout=10)
         self.log.close()
-
 
 
 def upload_demo(fs, prefix: str, names: list[str] | None = None) -> list[str]:

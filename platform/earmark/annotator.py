@@ -147,7 +147,10 @@ class Annotator:
             else:
                 r.update(
                     merge_windows(
-                        [all_windows[i] for i in mine], [texts[i] for i in mine], self.tasks, self.family
+                        [all_windows[i] for i in mine],
+                        [texts[i] for i in mine],
+                        self.tasks,
+                        self.family,
                     )
                 )
         for r in rows:

@@ -21,7 +21,9 @@ def eval_cmd(
     references: Annotated[
         str, typer.Option("--references", "-r", help="Manifest with uri/audio_id + text/labels/...")
     ],
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the result here")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the result here")
+    ] = None,
     fail_above: Annotated[
         list[str] | None,
         typer.Option("--fail-above", help="Threshold like wer=0.2 or map>=0.3 (repeatable)"),

@@ -26,9 +26,7 @@ def annotate_files(
         raise JobError(f"model cannot be loaded: {exc}") from exc
     rows = []
     for listed in (r for p in paths for r in list_source(p)):
-        table = DecodeStage(LimitsSpec(), None, "local", model.family)(
-            _listing_table([listed])
-        )
+        table = DecodeStage(LimitsSpec(), None, "local", model.family)(_listing_table([listed]))
         row = annotator(table).to_pylist()[0]
         row.pop("payload", None)
         row.pop("_pad_real", None)

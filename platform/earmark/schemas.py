@@ -170,7 +170,9 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: str = Field(default="eureka", description="Model family: eureka, midashenglm, moss, whisper")
+    family: str = Field(
+        default="eureka", description="Model family: eureka, midashenglm, moss, whisper"
+    )
     checkpoint: str | None = Field(
         default=None, description="Hub id or local directory; the family default when empty"
     )
@@ -201,7 +203,7 @@ class ModelSpec(BaseModel):
 
 
 class ResourceSpec(BaseModel):
-    """Resources as plain data; `earmark.resources` turns them into Ray options for batch and Serve."""
+    """Resources as plain data; `earmark.resources` makes them Ray options (batch and Serve)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -247,7 +249,9 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(description="fsspec URL with optional glob, or a .parquet/.jsonl/.csv manifest")
+    source: str = Field(
+        description="fsspec URL with optional glob, or a .parquet/.jsonl/.csv manifest"
+    )
     output: str = Field(description="Output directory URL (local path, s3://, ...)")
     tasks: list[TaskRequest] = Field(
         default_factory=lambda: parse_tasks("asr"), description="Tasks asked of every file"

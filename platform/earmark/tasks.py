@@ -28,9 +28,7 @@ TAGS_QUESTION = (
 
 PROMPTS: dict[str, dict[str, Prompt]] = {
     "eureka": {
-        "asr": Prompt(
-            "You are an advanced ASR (Automatic Speech Recognition) AI assistant.", None
-        ),
+        "asr": Prompt("You are an advanced ASR (Automatic Speech Recognition) AI assistant.", None),
         "caption": Prompt(
             None,
             "Please provide a comprehensive description of the input audio, covering all details.",

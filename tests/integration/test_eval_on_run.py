@@ -27,8 +27,16 @@ def demo_output(tmp_path_factory):
 def test_eval_cli_scores_real_run(demo_output, tmp_path):
     res = CliRunner().invoke(
         app,
-        ["eval", str(demo_output), "-r", str(DEMO / "manifest.jsonl"),
-         "--json", str(tmp_path / "e.json"), "--fail-above", "wer=0.2"],  # fmt: skip
+        [
+            "eval",
+            str(demo_output),
+            "-r",
+            str(DEMO / "manifest.jsonl"),
+            "--json",
+            str(tmp_path / "e.json"),
+            "--fail-above",
+            "wer=0.2",
+        ],  # fmt: skip
     )
     assert res.exit_code == 0, res.output
     result = json.loads((tmp_path / "e.json").read_text())
@@ -37,8 +45,15 @@ def test_eval_cli_scores_real_run(demo_output, tmp_path):
     assert result["coverage"]["n_matched"] == 14
     # a threshold below the measured WER fails the command, for CI use
     strict = CliRunner().invoke(
-        app, ["eval", str(demo_output), "-r", str(DEMO / "manifest.jsonl"),
-              "--fail-above", "wer=0.001"],  # fmt: skip
+        app,
+        [
+            "eval",
+            str(demo_output),
+            "-r",
+            str(DEMO / "manifest.jsonl"),
+            "--fail-above",
+            "wer=0.001",
+        ],  # fmt: skip
     )
     assert strict.exit_code == 1 and "threshold" in strict.output
 

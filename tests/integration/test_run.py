@@ -74,7 +74,9 @@ def test_run_demo_whisper_real_transcripts(tmp_path):
         assert pd.isna(r["caption"]) and r["tags"] is None  # not requested → null
         assert r["model"].startswith("whisper:")
     assert jiwer.wer(refs, hyps) < 0.1
-    n = duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/out/*.parquet')").fetchall()[0][0]
+    n = duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/out/*.parquet')").fetchall()[0][
+        0
+    ]
     assert n == 14
 
 

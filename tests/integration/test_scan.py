@@ -13,11 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from audio_factory import tone, write
-from paths import DEMO
 from earmark.batch.runner import run_job
 from earmark.cli import app
 from earmark.io.sink import read_output
 from earmark.schemas import OUTPUT_SCHEMA, JobError, JobSpec
+from paths import DEMO
 from servers import S3_READER, upload_demo
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -90,7 +90,9 @@ def test_scan_csv_and_parquet_manifests(tmp_path):
     scan(tmp_path / "m.parquet", tmp_path / "o2")
     r1, r2 = rows_by_name(tmp_path / "o1"), rows_by_name(tmp_path / "o2")
     assert sorted(r1) == sorted(r2) == sorted(Path(u).name for u in uris)
-    assert {dict(r["meta"])["speaker"] for r in r1.values()} == {f"spk{i}" for i in range(len(uris))}
+    assert {dict(r["meta"])["speaker"] for r in r1.values()} == {
+        f"spk{i}" for i in range(len(uris))
+    }
     assert r1["s01_fox.wav"]["audio_id"] == r2["s01_fox.wav"]["audio_id"]  # stable id
 
 

@@ -34,8 +34,9 @@ def test_annotate_stand_in_all_tasks(family, tmp_path):
 
     ckpt = build_tiny_checkpoint(family, tmp_path / family)
     files = [str(DEMO / "s01_fox.wav"), str(DEMO / "n01_sweep.flac")]
-    res = CliRunner().invoke(app, ["annotate", *files, "--model", f"{family}:{ckpt}", "--tasks",
-                                   'asr,caption,tags,mood="What mood is this?"', "--json"])  # fmt: skip
+    tasks = 'asr,caption,tags,mood="What mood is this?"'
+    args = ["annotate", *files, "--model", f"{family}:{ckpt}", "--tasks", tasks, "--json"]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     rows = _json_rows(res.output)
     assert len(rows) == 2
@@ -55,5 +56,7 @@ def test_annotate_bad_inputs_are_clear(tmp_path):
     assert row["status"] == "error" and row["error_kind"] == "corrupt"
     res = CliRunner().invoke(app, ["annotate", str(bad), "--model", "whisper:/nope"])
     assert res.exit_code == 1 and "/nope" in res.output
-    res = CliRunner().invoke(app, ["annotate", str(bad), "--model", "whisper", "--tasks", "caption"])
+    res = CliRunner().invoke(
+        app, ["annotate", str(bad), "--model", "whisper", "--tasks", "caption"]
+    )
     assert res.exit_code == 1 and "cannot do task 'caption'" in res.output

@@ -12,12 +12,34 @@ from earmark.audio.decode import TARGET_SR, decode_audio, downmix
 from earmark.io.reader import read_and_decode
 from earmark.schemas import EarmarkError, ErrorKind, ErrorStage, LimitsSpec
 
-EXT = {"wav16": "wav", "wav24": "wav", "wav32": "wav", "wavf32": "wav", "wav8": "wav",
-       "wavulaw": "wav", "ogg": "ogg", "mp3": "mp3", "opus": "opus", "m4a": "m4a",
-       "webm": "webm", "flac": "flac"}
-CODEC = {"wav16": "pcm_s16le", "wav24": "pcm_s24le", "wav32": "pcm_s32le", "wavf32": "pcm_f32le",
-         "wav8": "pcm_u8", "wavulaw": "pcm_mulaw", "ogg": "vorbis", "mp3": "mp3",
-         "opus": "opus", "m4a": "aac", "webm": "opus", "flac": "flac"}
+EXT = {
+    "wav16": "wav",
+    "wav24": "wav",
+    "wav32": "wav",
+    "wavf32": "wav",
+    "wav8": "wav",
+    "wavulaw": "wav",
+    "ogg": "ogg",
+    "mp3": "mp3",
+    "opus": "opus",
+    "m4a": "m4a",
+    "webm": "webm",
+    "flac": "flac",
+}
+CODEC = {
+    "wav16": "pcm_s16le",
+    "wav24": "pcm_s24le",
+    "wav32": "pcm_s32le",
+    "wavf32": "pcm_f32le",
+    "wav8": "pcm_u8",
+    "wavulaw": "pcm_mulaw",
+    "ogg": "vorbis",
+    "mp3": "mp3",
+    "opus": "opus",
+    "m4a": "aac",
+    "webm": "opus",
+    "flac": "flac",
+}
 
 
 def decode_path(path, **kw):

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from paths import REPO
 from earmark.contracts import snapshots
 from earmark.schemas import OUTPUT_SCHEMA, JobSpec, ModelSpec, parse_tasks, rows_to_table
+from paths import REPO
 
 
 def test_committed_snapshots_match_code():

@@ -92,7 +92,9 @@ def decode_audio(
     t0 = time.perf_counter()
     if isinstance(source, bytes | bytearray):
         if len(source) == 0:
-            raise EarmarkError(ErrorStage.DECODE, ErrorKind.EMPTY_FILE, f"{what} is empty (0 bytes)")
+            raise EarmarkError(
+                ErrorStage.DECODE, ErrorKind.EMPTY_FILE, f"{what} is empty (0 bytes)"
+            )
         source = io.BytesIO(source)
     try:
         container = av.open(source, mode="r", metadata_errors="ignore")
@@ -161,7 +163,8 @@ def _decode_container(
                 raise EarmarkError(
                     ErrorStage.DECODE,
                     ErrorKind.TOO_LONG,
-                    f"{what} is longer than the {max_duration_s:.0f} s limit (limits.max_duration_s)",
+                    f"{what} is longer than the {max_duration_s:.0f} s limit "
+                    "(limits.max_duration_s)",
                 )
             mono = downmix(frame_to_planar(frame))
             if not np.isfinite(mono).all():
@@ -183,7 +186,9 @@ def _decode_container(
         of = f" of the {declared:.2f} s its header declares" if declared else ""
         state = "is truncated or damaged" if n_source else "is damaged"
         raise EarmarkError(
-            ErrorStage.DECODE, kind, f"{what} {state}: decoding failed after {got:.2f} s{of} ({exc})"
+            ErrorStage.DECODE,
+            kind,
+            f"{what} {state}: decoding failed after {got:.2f} s{of} ({exc})",
         ) from exc
     if n_source == 0 or sr == 0:
         raise EarmarkError(

@@ -91,7 +91,9 @@ class DecodeStage:
         except Exception as exc:  # a decoder bug must cost one row, not the job
             row.update(
                 error_fields(
-                    EarmarkError(ErrorStage.DECODE, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}")
+                    EarmarkError(
+                        ErrorStage.DECODE, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"
+                    )
                 )
             )
             return row

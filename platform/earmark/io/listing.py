@@ -47,8 +47,10 @@ def list_source(source: str, storage_options: dict[str, Any] | None = None) -> l
     Raises JobError when the source itself cannot be listed (the job cannot start).
     """
     try:
-        rows = _list_manifest(source, storage_options) if is_manifest(source) else _list_files(
-            source, storage_options
+        rows = (
+            _list_manifest(source, storage_options)
+            if is_manifest(source)
+            else _list_files(source, storage_options)
         )
     except JobError:
         raise
@@ -126,7 +128,9 @@ def read_manifest(source: str, storage_options: dict[str, Any] | None = None) ->
         uri = str(rec.get("uri") or "").strip()
         if uri and "://" not in uri:
             # absolute paths are local files; relative ones live beside the manifest
-            uri = "file://" + uri if uri.startswith("/") else full_uri(fs, posixpath.join(base, uri))
+            uri = (
+                "file://" + uri if uri.startswith("/") else full_uri(fs, posixpath.join(base, uri))
+            )
         rec["uri"] = uri
     return records
 

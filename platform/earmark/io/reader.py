@@ -56,6 +56,8 @@ def _read_once(
     fs, path = get_fs(uri, storage_options)
     if is_local(fs):
         with open(path, "rb") as f:
-            return decode_audio(f, what=uri, max_duration_s=limits.max_duration_s, keep_samples=keep)
+            return decode_audio(
+                f, what=uri, max_duration_s=limits.max_duration_s, keep_samples=keep
+            )
     with fs.open(path, "rb", block_size=REMOTE_BLOCK_BYTES, cache_type="readahead") as f:
         return decode_audio(f, what=uri, max_duration_s=limits.max_duration_s, keep_samples=keep)

@@ -64,7 +64,9 @@ def list_shards(output: str, storage_options: dict[str, Any] | None = None) -> l
     fs.invalidate_cache(root)
     names = fs.ls(root, detail=False)
     return sorted(
-        n for n in names if posixpath.basename(n).startswith(SHARD_PREFIX) and n.endswith(".parquet")
+        n
+        for n in names
+        if posixpath.basename(n).startswith(SHARD_PREFIX) and n.endswith(".parquet")
     )
 
 
@@ -75,7 +77,11 @@ def read_output(
     fs, _ = get_fs(output, storage_options)
     shards = list_shards(output, storage_options)
     if not shards:
-        schema = OUTPUT_SCHEMA if columns is None else pa.schema([OUTPUT_SCHEMA.field(c) for c in columns])
+        schema = (
+            OUTPUT_SCHEMA
+            if columns is None
+            else pa.schema([OUTPUT_SCHEMA.field(c) for c in columns])
+        )
         return schema.empty_table()
     tables = []
     for s in shards:

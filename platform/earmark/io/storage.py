@@ -20,7 +20,7 @@ def get_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any
 
 
 def full_uri(fs: Any, path: str) -> str:
-    """Normalized URI of a path on a filesystem: `file:///abs` for local, `proto://...` otherwise."""
+    """Normalized URI of a path: `file:///abs` for local files, `proto://...` otherwise."""
     if isinstance(fs, LocalFileSystem):
         return "file://" + os.path.abspath(path)
     proto = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol

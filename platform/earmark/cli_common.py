@@ -1,0 +1,24 @@
+"""The Typer app and consoles shared by the CLI modules (cli, cli_cluster, cli_serve)."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="Annotate large audio archives with audio-language models on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # reflows docstring paragraphs in --help
+)
+console = Console(stderr=True)  # messages, progress, errors
+out = Console()  # results (tables, JSON) on stdout
+
+
+def fail(msg: str, code: int = 2) -> NoReturn:
+    """Print an error without a traceback and exit with `code`."""
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code)

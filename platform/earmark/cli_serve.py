@@ -1,0 +1,129 @@
+"""CLI: the online endpoint (`earmark serve`, `earmark query`) and `earmark bench`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from earmark.cli_common import app, console, out
+from earmark.cli_common import fail as _fail
+
+# ---------------------------------------------------------------------------------------------
+# Online endpoint (Ray Serve): `earmark serve`, `earmark query`, `earmark bench serve`;
+# the work is in earmark.serve and earmark.bench
+# ---------------------------------------------------------------------------------------------
+
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+ServeConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="Serve spec or serve_app/*.yaml config")
+]
+ServeModelOpt = Annotated[
+    str | None, typer.Option("--model", help="FAMILY or FAMILY:CHECKPOINT (overrides config)")
+]
+
+
+def _serve_spec(config: Path | None, model: str | None, cpus: int | None):
+    """A ServeSpec from a config file and flag overrides; name the bad field on error."""
+    from pydantic import ValidationError
+
+    from earmark.schemas import ModelSpec
+    from earmark.serve.config import ServeSpec
+
+    try:
+        data = ServeSpec.from_yaml(config).model_dump() if config else {}
+        if model:
+            m = ModelSpec.parse(model)
+            data["model"] = {**data.get("model", {}), "family": m.family}
+            data["model"]["checkpoint"] = m.checkpoint
+        if cpus:
+            data.setdefault("resources", {})["cluster_cpus"] = cpus
+        return ServeSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+        ]
+        _fail("invalid serve spec:\n" + "\n".join(lines))
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+
+
+@app.command("serve")
+def serve_cmd(
+    model: ServeModelOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
+    config: ServeConfigOpt = None,
+    cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+) -> None:
+    """Serve the model over HTTP until Ctrl-C: POST /v1/annotate, the OpenAI-compatible
+    /v1/audio/transcriptions, GET /v1/models, /healthz. EARMARK_API_KEY, when set, is the
+    bearer token every route but /healthz requires."""
+    from earmark.schemas import JobError
+    from earmark.serve.run import run_until_stopped
+
+    spec = _serve_spec(config, model, cpus)
+
+    def ready(url: str) -> None:
+        console.print(f"earmark serving {spec.model_id} at {url} (Ctrl-C stops)")
+
+    try:
+        run_until_stopped(spec, host, port, address=address, on_ready=ready)
+    except JobError as exc:
+        _fail(str(exc), code=1)
+    console.print("stopped")
+
+
+@app.command()
+def query(
+    file: Annotated[str, typer.Argument(help="Audio file, or an s3://... / https://... URL")],
+    url: Annotated[
+        str, typer.Option(envvar="EARMARK_URL", help="Server URL")
+    ] = "http://127.0.0.1:8000",
+    tasks: Annotated[str | None, typer.Option(help='e.g. asr,caption,mood="What mood?"')] = None,
+) -> None:
+    """Annotate one file on a running server; print the output row as JSON. The token is read
+    from EARMARK_API_KEY."""
+    from earmark.serve.client import QueryError, annotate
+
+    try:
+        row = annotate(file, url, tasks=tasks)
+    except QueryError as exc:
+        _fail(str(exc), code=1)
+    out.print_json(json.dumps(row, default=str))
+
+
+@bench_app.command("serve")
+def bench_serve(
+    model: Annotated[str, typer.Option(help="FAMILY or FAMILY:CHECKPOINT")] = "whisper:tiny.en",
+    config: ServeConfigOpt = None,
+    clients: Annotated[str, typer.Option(help="Concurrent client counts")] = "1,8,32",
+    rounds: Annotated[int, typer.Option(help="Requests per client at each level")] = 4,
+    min_requests: Annotated[int, typer.Option(help="Requests at least, per level")] = 16,
+    max_batch_size: Annotated[int | None, typer.Option(help="@serve.batch size when on")] = None,
+    clips: Annotated[Path, typer.Option(help="Folder with manifest.jsonl")] = Path("data/demo"),
+    cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here")] = None,
+) -> None:
+    """Throughput and p50/p99 latency at 1, 8, 32 clients with @serve.batch on and off."""
+    from earmark.bench.serve_bench import format_results, load_clips, results_json, run_serve_bench
+    from earmark.schemas import JobError
+
+    spec = _serve_spec(config, model, cpus)
+    if max_batch_size:
+        spec.batching.max_batch_size = max_batch_size
+    try:
+        levels = tuple(int(c) for c in clients.split(","))
+        results = run_serve_bench(
+            spec, load_clips(clips), concurrency=levels, rounds=rounds, min_requests=min_requests,
+            log=console.print,
+        )  # fmt: skip
+    except (JobError, ValueError, OSError) as exc:
+        _fail(str(exc), code=1)
+    typer.echo(format_results(results))
+    if json_out:
+        json_out.write_text(results_json(results))
