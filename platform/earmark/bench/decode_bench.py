@@ -1,0 +1,186 @@
+"""Decode benchmark (`earmark bench decode`): the scan pipeline on local Ray against a plain loop.
+
+One run, side by side, on ≥ `hours` of generated mixed-format audio (wav, flac, mp3, ogg,
+opus, m4a; 16-48 kHz; mono and stereo; 1-5 min files):
+
+- a plain single-process loop calling `read_and_decode` (the function the pipeline calls), with
+  `keep_samples=True` (decode + downmix + resample to 16 kHz, what `earmark run` does) and with
+  `keep_samples=False` (decode + downmix + probe, what `earmark scan` does);
+- `earmark scan` (`run_job(with_model=False)`) on the embedded local Ray, after a warm-up scan
+  so worker start-up is not counted; its throughput per core is compared with the probe loop
+  (same work per file).
+
+Then the scan runs again on the corpus linked 10× (distinct names, the same bytes) while a
+thread samples the summed RSS of the driver and every Ray process: the peak must not grow with
+the corpus. Corpus generation is never timed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from earmark.bench.common import (
+    TreeMemory,
+    conditions,
+    format_conditions,
+    ratio,
+    say,
+    start_ray,
+    table,
+    usable_cores,
+    workspace,
+)
+from earmark.bench.corpus import link_copies, mixed_corpus
+
+TARGET_PER_CORE_RATIO = 0.8  # issue 2: scan per core ≥ 0.8 × the plain loop
+WARMUP_FILES = 4  # files scanned once before timing (starts and imports the Ray workers)
+MEMORY_COPIES = 10  # the large run holds the corpus this many times
+
+
+def loop_decode(files: list[Path], *, keep_samples: bool) -> tuple[float, float]:
+    """(audio seconds, wall seconds) of decoding every file in this process, one by one."""
+    from earmark.io.reader import read_and_decode
+    from earmark.schemas import LimitsSpec
+
+    limits = LimitsSpec()
+    audio = 0.0
+    t0 = time.perf_counter()
+    for f in files:
+        out = read_and_decode(str(f), f.stat().st_size, limits, keep_samples=keep_samples)
+        audio += out.duration_s
+    return audio, time.perf_counter() - t0
+
+
+def scan(source: Path, output: Path) -> tuple[Any, TreeMemory]:
+    """One `earmark scan` of `source` on the running Ray, with the process tree's peak RSS."""
+    from earmark.batch.runner import run_job
+    from earmark.schemas import JobSpec
+
+    shutil.rmtree(output, ignore_errors=True)  # a kept workdir must not resume an old output
+    spec = JobSpec(source=str(source), output=str(output))
+    with TreeMemory() as mem:
+        summary = run_job(spec, with_model=False, progress=False)
+    if summary.files_error:
+        raise RuntimeError(f"scan of {source} gave {summary.files_error} error rows: {summary}")
+    return summary, mem
+
+
+def bench_decode(
+    hours: float = 1.0,
+    workdir: str | None = None,
+    scale_check: bool = True,
+    *,
+    cluster_cpus: int | None = None,
+    copies: int = MEMORY_COPIES,
+) -> dict[str, Any]:
+    """Run the decode benchmark, print its table and return the figures."""
+    with workspace(workdir, "earmark-bench-decode-") as work:
+        t0 = time.perf_counter()
+        files = mixed_corpus(work / "corpus_1x", hours)
+        say(f"corpus: {len(files)} files in {time.perf_counter() - t0:.0f} s (not timed)")
+        cpus, started = start_ray(cluster_cpus)
+        cores = min(cpus, usable_cores())  # Ray may count more logical CPUs than real cores
+        say(f"Ray: {cpus:g} CPUs ({'started' if started else 'reused'}); warm-up scan")
+        warm = work / "warmup"
+        link_copies(files[:WARMUP_FILES], warm, 1)
+        scan(warm, work / "out_warmup")
+
+        say("plain loop, decode + resample (keep_samples=True)")
+        audio_s, loop_full_s = loop_decode(files, keep_samples=True)
+        say("plain loop, probe only (keep_samples=False)")
+        _, loop_probe_s = loop_decode(files, keep_samples=False)
+        say("earmark scan on local Ray, 1× corpus")
+        s1, mem1 = scan(work / "corpus_1x", work / "out_1x")
+
+        res: dict[str, Any] = {
+            "files": len(files),
+            "audio_hours": audio_s / 3600,
+            "ray_cpus": cpus,
+            "cores_used": cores,
+            "loop_resample_x": audio_s / loop_full_s,
+            "loop_probe_x": audio_s / loop_probe_s,
+            "scan_x": s1.audio_hours * 3600 / s1.wall_s,
+            "scan_wall_s": s1.wall_s,
+            "peak_rss_1x_mib": mem1.peak_mib,
+            "peak_rss_1x_largest_process_mib": mem1.peak_single_mib,
+            "processes_1x": mem1.peak_processes,
+        }
+        res["scan_per_core_x"] = res["scan_x"] / cores
+        res["per_core_ratio_vs_probe_loop"] = ratio(res["scan_per_core_x"], res["loop_probe_x"])
+        res["per_core_ratio_vs_resample_loop"] = ratio(
+            res["scan_per_core_x"], res["loop_resample_x"]
+        )
+        if scale_check:
+            big = link_copies(files, work / f"corpus_{copies}x", copies)
+            say(f"earmark scan on local Ray, {copies}× corpus ({len(big)} files)")
+            s10, mem10 = scan(work / f"corpus_{copies}x", work / f"out_{copies}x")
+            res.update(
+                copies=copies,
+                scan_big_files=len(big),
+                scan_big_audio_hours=s10.audio_hours,
+                scan_big_x=s10.audio_hours * 3600 / s10.wall_s,
+                peak_rss_big_mib=mem10.peak_mib,
+                peak_rss_big_largest_process_mib=mem10.peak_single_mib,
+                processes_big=mem10.peak_processes,
+                peak_rss_growth=ratio(mem10.peak_mib, mem1.peak_mib),
+            )
+            res["scan_big_per_core_x"] = res["scan_big_x"] / cores
+            res["big_per_core_ratio_vs_probe_loop"] = ratio(
+                res["scan_big_per_core_x"], res["loop_probe_x"]
+            )
+        if started:
+            import ray
+
+            ray.shutdown()
+        res["conditions"] = conditions(
+            ray_cpus=cpus, corpus_files=len(files), corpus_hours=round(audio_s / 3600, 3)
+        )
+    print(format_decode(res))
+    return res
+
+
+def format_decode(r: dict[str, Any]) -> str:
+    per_core = "earmark scan on Ray, per core"
+    rows = [
+        ["plain loop, decode+resample (1 process)", 1, r["loop_resample_x"], "-"],
+        ["plain loop, probe only (1 process)", 1, r["loop_probe_x"], 1.0],
+        ["earmark scan on Ray, 1× corpus, total", r["cores_used"], r["scan_x"], "-"],
+        [f"{per_core}, 1×", 1, r["scan_per_core_x"], r["per_core_ratio_vs_probe_loop"]],
+    ]
+    big = "scan_big_x" in r
+    if big:
+        k = f"{r['copies']}×"
+        rows += [
+            [f"earmark scan on Ray, {k} corpus, total", r["cores_used"], r["scan_big_x"], "-"],
+            [
+                f"{per_core}, {k}",
+                1,
+                r["scan_big_per_core_x"],
+                r["big_per_core_ratio_vs_probe_loop"],
+            ],
+        ]
+    out = [
+        f"## Decode: {r['files']} files, {r['audio_hours']:.2f} h of audio",
+        table(["path", "cores", "audio s / wall s", "ratio vs probe loop"], rows),
+        f"Target: scan per core ≥ {TARGET_PER_CORE_RATIO} × the probe loop (the same work per "
+        f"file); 1× scan per core vs the resample loop: {r['per_core_ratio_vs_resample_loop']:.2f}",
+    ]
+    if big:
+        mem = [
+            ["1×", r["files"], r["audio_hours"], r["peak_rss_1x_mib"],
+             r["peak_rss_1x_largest_process_mib"], r["processes_1x"]],
+            [k, r["scan_big_files"], r["scan_big_audio_hours"], r["peak_rss_big_mib"],
+             r["peak_rss_big_largest_process_mib"], r["processes_big"]],
+        ]  # fmt: skip
+        heads = ["corpus", "files", "audio h", "peak RSS MiB", "largest process MiB", "processes"]
+        out += [
+            "",
+            "Peak RSS of the driver + all Ray processes during the scan (summed over processes):",
+            table(heads, mem),
+            f"Growth {k} corpus / 1×: {r['peak_rss_growth']:.2f}",
+        ]
+    out.append(format_conditions(r["conditions"]))
+    return "\n".join(out)

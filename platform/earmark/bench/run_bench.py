@@ -1,0 +1,341 @@
+"""Run benchmark (`earmark bench run`): `earmark run` against a naive Ray Data recipe and a loop.
+
+One run, side by side, on the demo corpus linked until it holds ≥ `minutes` of audio, for each
+model (the real whisper tiny.en and the eureka stand-in with a few new tokens):
+
+- earmark: `run_job` (decode tasks → length-bucketed Annotator actor pool → Parquet shards);
+- naive Ray Data: `read_binary_files` → `map_batches` with a callable class that decodes each
+  file and calls the model once per file (no cross-file batching, no bucketing) → Parquet,
+  with the same backend (`load_model`), actor pool size and CPUs per actor;
+- a plain single-process loop: decode + `model.annotate` one file at a time (one thread; model
+  load not timed; on `loop_minutes` of the corpus when given, as its rate does not depend on
+  the corpus size).
+
+Every figure is audio hours per wall hour, end to end (actor start and model load included for
+both Ray recipes). Then `earmark run` is repeated on a small corpus and on it linked `copies`×,
+with the summed RSS of the driver and all Ray processes sampled: peak memory must stay flat.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from earmark.bench.common import (
+    TreeMemory,
+    conditions,
+    format_conditions,
+    ratio,
+    say,
+    start_ray,
+    table,
+    usable_cores,
+    workspace,
+)
+from earmark.bench.corpus import link_copies, repeated_demo
+
+TARGET_VS_NAIVE = 1.3  # issue 4: earmark ≥ 1.3 × the naive Ray Data recipe
+MODELS = ("whisper", "eureka")
+WARMUP_FILES = 14  # files of the warm-up run (one demo corpus)
+DECODE_CPUS = 1.0  # CPUs kept free for decode tasks (earmark) / read tasks (naive)
+
+
+class NaiveAnnotator:
+    """The naive recipe's callable class: decode, window and annotate one file per model call."""
+
+    def __init__(self, model: dict, tasks: list[dict]) -> None:
+        from earmark.models.registry import load_model
+        from earmark.schemas import ModelSpec, TaskRequest
+
+        self.model = load_model(ModelSpec.model_validate(model))
+        self.tasks = [TaskRequest(**t) for t in tasks]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        from earmark.audio.decode import decode_audio
+        from earmark.audio.segment import make_windows
+
+        out: dict[str, list] = {"path": [], "duration_s": [], "text": []}
+        for path, data in zip(batch["path"], batch["bytes"], strict=True):
+            audio = decode_audio(bytes(data), what=str(path))
+            windows = make_windows(str(path), audio.samples, type(self.model))
+            texts = self.model.annotate(windows, self.tasks)  # once per file
+            out["path"].append(str(path))
+            out["duration_s"].append(audio.duration_s)
+            out["text"].append(" ".join(t.get(self.tasks[0].name, "") for t in texts))
+        return out
+
+
+def model_spec(family: str, work: Path, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
+    if family == "whisper":
+        return {
+            "family": "whisper",
+            "checkpoint": "tiny.en",
+            "device": "cpu",
+            "batch_size": batch_size,
+        }
+    from earmark.models.tiny import build_tiny_checkpoint
+
+    ckpt = work / f"tiny_{family}"
+    if not (ckpt / "config.json").exists():
+        build_tiny_checkpoint(family, ckpt)
+    return {
+        "family": family,
+        "checkpoint": str(ckpt),
+        "device": "cpu",
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+    }
+
+
+def run_earmark(
+    source: Path, out: Path, model: dict, tasks: str, actors: int, actor_cpus: float, fpb: int
+) -> tuple[Any, TreeMemory]:
+    from earmark.batch.runner import run_job
+    from earmark.schemas import JobSpec
+
+    shutil.rmtree(out, ignore_errors=True)  # a kept workdir must not resume an old output
+    spec = JobSpec(
+        source=str(source),
+        output=str(out),
+        tasks=tasks,
+        model=model,
+        resources={
+            "min_actors": actors,
+            "max_actors": actors,
+            "annotator_num_cpus": actor_cpus,
+            "files_per_batch": fpb,
+        },
+    )
+    with TreeMemory() as mem:
+        summary = run_job(spec, progress=False)
+    if summary.files_error:
+        raise RuntimeError(
+            f"earmark run gave {summary.files_error} error rows: {summary.errors_by_kind}"
+        )
+    return summary, mem
+
+
+def run_naive(
+    files: list[Path], out: Path, model: dict, tasks: str, actors: int, actor_cpus: float, fpb: int
+) -> tuple[float, float]:
+    """(audio seconds, wall seconds) of the naive Ray Data recipe, Parquet output included."""
+    import pyarrow.parquet as pq
+    import ray.data
+
+    from earmark.schemas import parse_tasks
+
+    shutil.rmtree(out, ignore_errors=True)
+    ctx = ray.data.DataContext()  # Ray Data's defaults, not the settings earmark's run left
+    ctx.enable_progress_bars = False
+    t0 = time.perf_counter()
+    with ray.data.DataContext.current(ctx):
+        ds = ray.data.read_binary_files([str(f) for f in files], include_paths=True)
+        ds = ds.map_batches(
+            NaiveAnnotator,
+            fn_constructor_args=(model, [t.model_dump() for t in parse_tasks(tasks)]),
+            batch_size=fpb,
+            compute=ray.data.ActorPoolStrategy(min_size=actors, max_size=actors),
+            num_cpus=actor_cpus,
+        )
+        ds.write_parquet(str(out))
+    wall = time.perf_counter() - t0
+    table_ = pq.read_table(str(out), columns=["duration_s"])
+    if table_.num_rows != len(files):
+        raise RuntimeError(f"naive recipe wrote {table_.num_rows} rows for {len(files)} files")
+    return float(sum(table_.column("duration_s").to_pylist())), wall
+
+
+def run_loop(files: list[Path], model: dict, tasks: str) -> tuple[float, float]:
+    """(audio seconds, wall seconds): decode + annotate one file at a time in this process."""
+    from earmark.audio.decode import decode_audio
+    from earmark.audio.segment import make_windows
+    from earmark.bench.model_bench import cpu_threads
+    from earmark.models.registry import load_model
+    from earmark.schemas import ModelSpec, parse_tasks
+
+    with cpu_threads(1):  # like one Annotator actor: one thread
+        m = load_model(ModelSpec.model_validate(model))
+        task_list = parse_tasks(tasks)
+        audio = 0.0
+        t0 = time.perf_counter()
+        for f in files:
+            with open(f, "rb") as fh:
+                dec = decode_audio(fh, what=str(f))
+            m.annotate(make_windows(str(f), dec.samples, type(m)), task_list)
+            audio += dec.duration_s
+        return audio, time.perf_counter() - t0
+
+
+def bench_run(
+    minutes: float = 30.0,
+    workdir: str | None = None,
+    scale_check: bool = True,
+    *,
+    models: tuple[str, ...] = MODELS,
+    tasks: str = "asr",
+    loop_minutes: float | None = 5.0,
+    memory_model: str = "eureka",
+    memory_minutes: float = 5.0,
+    copies: int = 10,
+    actors: int | None = None,
+    actor_cpus: float | None = None,
+    files_per_batch: int = 8,
+    batch_size: int = 8,
+    max_new_tokens: int = 8,
+    cluster_cpus: int | None = None,
+    warmup: bool = True,
+) -> dict[str, Any]:
+    """Run the run benchmark, print its tables and return the figures."""
+    import ray
+
+    with workspace(workdir, "earmark-bench-run-") as work:
+        files, corpus_s = repeated_demo(work / "corpus", minutes)
+        cpus, started = start_ray(cluster_cpus)
+        cores = min(cpus, usable_cores())
+        # one single-threaded actor per core, the decode tasks sharing what is left (≥ 1 CPU)
+        actors = actors or max(1, int(cores))
+        actor_cpus = (
+            actor_cpus if actor_cpus is not None else max(0.1, (cpus - DECODE_CPUS) / actors)
+        )
+        say(f"corpus: {len(files)} files, {corpus_s / 60:.1f} min; Ray {cpus:g} CPUs; "
+            f"{actors} actor(s) × {actor_cpus:g} CPU")  # fmt: skip
+        loop_files = files
+        if loop_minutes is not None:
+            loop_files = files[: max(1, int(len(files) * min(1.0, loop_minutes * 60 / corpus_s)))]
+        res: dict[str, Any] = {"files": len(files), "audio_min": corpus_s / 60, "models": {}}
+        for fam in models:
+            spec = model_spec(fam, work, max_new_tokens, batch_size)
+            args = (spec, tasks, actors, actor_cpus, files_per_batch)
+            if warmup:  # starts the task workers and fills the HF module cache
+                say(f"{fam}: warm-up (earmark run on the demo corpus once)")
+                link_copies(files[:WARMUP_FILES], work / "warm", 1)
+                run_earmark(work / "warm", work / "out_warm", *args)
+            say(f"{fam}: plain loop on {len(loop_files)} files")
+            loop_a, loop_w = run_loop(loop_files, spec, tasks)
+            say(f"{fam}: earmark run on {len(files)} files")
+            s, _ = run_earmark(work / "corpus", work / f"out_earmark_{fam}", *args)
+            say(f"{fam}: naive Ray Data recipe on {len(files)} files")
+            naive_a, naive_w = run_naive(files, work / f"out_naive_{fam}", *args)
+            r = {
+                "earmark_x": s.audio_hours * 3600 / s.wall_s,
+                "naive_x": naive_a / naive_w,
+                "loop_x": loop_a / loop_w,
+                "earmark_wall_s": s.wall_s,
+                "naive_wall_s": naive_w,
+                "loop_wall_s": loop_w,
+                "loop_files": len(loop_files),
+                "padding_fraction": s.padding_fraction,
+                "infer_realtime_factor": s.infer_realtime_factor,
+            }
+            r["earmark_vs_naive"] = ratio(r["earmark_x"], r["naive_x"])
+            r["earmark_vs_loop"] = ratio(r["earmark_x"], r["loop_x"])
+            r["naive_vs_loop"] = ratio(r["naive_x"], r["loop_x"])
+            res["models"][fam] = r
+        if scale_check:
+            res["memory"] = memory_check(
+                work, memory_model, memory_minutes, copies, tasks, actors, actor_cpus,
+                files_per_batch, batch_size, max_new_tokens,
+            )  # fmt: skip
+        if started:
+            ray.shutdown()
+    res["conditions"] = conditions(
+        ray_cpus=cpus,
+        actors=actors,
+        cpus_per_actor=round(actor_cpus, 3),
+        files_per_batch=files_per_batch,
+        model_batch_size=batch_size,
+        tasks=tasks,
+        eureka=f"random-weight stand-in, max_new_tokens={max_new_tokens}",
+        whisper="tiny.en int8 (CTranslate2), 1 thread per actor",
+        corpus=f"demo corpus linked to {len(files)} files, {corpus_s / 60:.1f} min",
+    )
+    print(format_run(res))
+    return res
+
+
+def memory_check(
+    work: Path,
+    family: str,
+    minutes: float,
+    copies: int,
+    tasks: str,
+    actors: int,
+    actor_cpus: float,
+    fpb: int,
+    batch_size: int,
+    max_new_tokens: int,
+) -> dict[str, Any]:
+    spec = model_spec(family, work, max_new_tokens, batch_size)
+    small, small_s = repeated_demo(work / "mem_1x", minutes)
+    big = link_copies(small, work / f"mem_{copies}x", copies)
+    out: dict[str, Any] = {"model": family, "copies": copies}
+    for name, folder, n, secs in (
+        ("1x", work / "mem_1x", len(small), small_s),
+        ("big", work / f"mem_{copies}x", len(big), small_s * copies),
+    ):
+        say(f"memory: earmark run ({family}) on {n} files, {secs / 60:.0f} min")
+        s, mem = run_earmark(folder, work / f"out_mem_{name}", spec, tasks, actors, actor_cpus, fpb)
+        out[name] = {
+            "files": n,
+            "audio_min": secs / 60,
+            "peak_rss_mib": mem.peak_mib,
+            "largest_process_mib": mem.peak_single_mib,
+            "processes": mem.peak_processes,
+            "x": s.audio_hours * 3600 / s.wall_s,
+        }
+    out["growth"] = ratio(out["big"]["peak_rss_mib"], out["1x"]["peak_rss_mib"])
+    return out
+
+
+def format_run(r: dict[str, Any]) -> str:
+    rows = []
+    for fam, m in r["models"].items():
+        rows += [
+            [
+                fam,
+                "earmark run",
+                m["earmark_x"],
+                m["earmark_wall_s"],
+                m["earmark_vs_naive"],
+                m["earmark_vs_loop"],
+            ],
+            [fam, "naive Ray Data", m["naive_x"], m["naive_wall_s"], 1.0, m["naive_vs_loop"]],
+            [fam, f"plain loop ({m['loop_files']} files)", m["loop_x"], m["loop_wall_s"], "-", 1.0],
+        ]
+    out = [
+        f"## Run: demo corpus repeated, {r['files']} files, {r['audio_min']:.1f} min of audio",
+        table(["model", "path", "audio h / wall h", "wall s", "vs naive", "vs loop"], rows),
+        f"target: earmark ≥ {TARGET_VS_NAIVE} × naive",
+    ]
+    for fam, m in r["models"].items():
+        if m["padding_fraction"] is not None:
+            out.append(f"{fam}: earmark padding fraction {m['padding_fraction']:.3f}")
+    if "memory" in r:
+        mem = r["memory"]
+        rows = [
+            [k if k == "1x" else f"{mem['copies']}x", v["files"], v["audio_min"], v["peak_rss_mib"],
+             v["largest_process_mib"], v["x"]]
+            for k, v in ((k, mem[k]) for k in ("1x", "big"))
+        ]  # fmt: skip
+        out += [
+            "",
+            f"Peak RSS of driver + all Ray processes, earmark run with {mem['model']}:",
+            table(
+                [
+                    "corpus",
+                    "files",
+                    "audio min",
+                    "peak RSS MiB",
+                    "largest process MiB",
+                    "audio h / wall h",
+                ],
+                rows,
+            ),
+            f"Growth {mem['copies']}× / 1×: {mem['growth']:.2f}",
+        ]
+    out.append(format_conditions(r["conditions"]))
+    return "\n".join(out)
