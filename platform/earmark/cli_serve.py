@@ -127,3 +127,37 @@ def bench_serve(
     typer.echo(format_results(results))
     if json_out:
         json_out.write_text(results_json(results))
+
+
+@bench_app.command("decode")
+def bench_decode_cmd(
+    hours: Annotated[float, typer.Option(help="Hours of mixed-format audio to generate")] = 1.0,
+    workdir: Annotated[str | None, typer.Option(help="Where to put the corpus")] = None,
+    scale_check: Annotated[bool, typer.Option(help="Also measure peak RSS at 10× size")] = True,
+) -> None:
+    """Plain decode loop vs `earmark scan` on local Ray, per core; peak RSS at 1× and 10×."""
+    from earmark.bench.decode_bench import bench_decode
+
+    bench_decode(hours, workdir, scale_check)
+
+
+@bench_app.command("model")
+def bench_model_cmd(
+    workdir: Annotated[str | None, typer.Option(help="Where to build tiny checkpoints")] = None,
+) -> None:
+    """Encode-once vs single-task passes, padding with and without bucketing, windows/s."""
+    from earmark.bench.model_bench import bench_model
+
+    bench_model(workdir)
+
+
+@bench_app.command("run")
+def bench_run_cmd(
+    minutes: Annotated[float, typer.Option(help="Minutes of audio in the corpus")] = 30.0,
+    workdir: Annotated[str | None, typer.Option(help="Where to put the corpus")] = None,
+    scale_check: Annotated[bool, typer.Option(help="Also measure peak memory at 10× size")] = True,
+) -> None:
+    """earmark run vs a naive Ray Data recipe vs a plain loop, audio-hours per wall-hour."""
+    from earmark.bench.run_bench import bench_run
+
+    bench_run(minutes, workdir, scale_check)
