@@ -183,6 +183,7 @@ def test_annotator_worker_killed_mid_job(tmp_path, ray_session):
     assert "error" not in result, result.get("error")
     ids = read_output(str(out), columns=["audio_id"]).column("audio_id").to_pylist()
     assert len(ids) == 24 == len(set(ids))
+    assert result["summary"].duplicates_removed == 0  # retried batches overwrote, never doubled
 
 
 def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path):
@@ -206,7 +207,7 @@ def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path):
     partial = read_output(str(out), columns=["audio_id"]).num_rows
     assert 0 < partial < 24
     summary = run_job(job(src, out), progress=False)
-    assert summary.files_done_before == partial
+    assert summary.files_done_before == partial and summary.duplicates_removed == 0
     ids = read_output(str(out), columns=["audio_id"]).column("audio_id").to_pylist()
     assert len(ids) == 24 == len(set(ids))
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
