@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from earmark.audio.decode import decode_audio
-from earmark.bench.common import TreeMemory, conditions, table
+from earmark.bench.common import TreeMonitor, conditions, table
 from earmark.bench.corpus import FORMATS, link_copies, mixed_corpus, repeated_demo
 from earmark.bench.decode_bench import loop_decode
 from earmark.bench.model_bench import bench_model, padding_table, window_durations
@@ -77,8 +77,8 @@ def test_mixed_corpus_formats_and_reuse(tmp_path):
     assert seconds >= 0.1 * 3600 - 1
     mtimes = [f.stat().st_mtime_ns for f in files]
     assert [f.stat().st_mtime_ns for f in mixed_corpus(tmp_path / "c", hours=0.1)] == mtimes
-    audio, wall = loop_decode(files[:2], keep_samples=False)
-    assert audio == pytest.approx(180.0, abs=0.5) and wall > 0
+    audio, wall, cpu = loop_decode(files[:2], keep_samples=False)
+    assert audio == pytest.approx(180.0, abs=0.5) and wall > 0 and cpu > 0
 
 
 def test_link_copies_gives_distinct_names_same_bytes(tmp_path, demo_dir):
@@ -96,10 +96,11 @@ def test_tree_memory_sees_a_child_process():
     code = (
         "import time; x = bytearray(200 << 20); x[::4096] = b'1' * len(x[::4096]); time.sleep(1.5)"
     )
-    with TreeMemory(interval_s=0.05) as mem:
+    with TreeMonitor(interval_s=0.05) as mem:
         subprocess.run([sys.executable, "-c", code], check=True)
     assert mem.peak_processes >= 2
     assert mem.peak_single_mib >= 200 and mem.peak_mib > mem.peak_single_mib
+    assert mem.cpu_s > 0.02  # the child's start-up and its 200 MB of page writes
 
 
 def test_table_and_conditions():

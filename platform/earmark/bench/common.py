@@ -77,13 +77,16 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-class TreeMemory:
-    """Peak summed RSS of this process and all its descendants, sampled in a thread.
+class TreeMonitor:
+    """Peak summed RSS and total CPU time of this process and all its descendants, sampled in a
+    thread.
 
     With an embedded Ray the raylet, the GCS and every worker descend from the driver, so the
     tree is the whole job. Summed RSS counts pages shared between processes (libraries, the
     object store) once per process: an upper bound, and a stable one, which is what a flatness
-    check needs.
+    check needs. CPU seconds (user + system, each process's last sample minus its first) measure
+    the work done whatever else runs on the machine; a process that exits loses at most one
+    sampling interval of it.
     """
 
     def __init__(self, interval_s: float = RSS_SAMPLE_S) -> None:
@@ -91,6 +94,8 @@ class TreeMemory:
         self.peak_bytes = 0
         self.peak_single_bytes = 0
         self.peak_processes = 0
+        self._cpu_first: dict[tuple[int, float], float] = {}
+        self._cpu_last: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -105,12 +110,19 @@ class TreeMemory:
             procs = [root]
         for p in procs:
             try:
-                rss = p.memory_info().rss
+                with p.oneshot():
+                    rss = p.memory_info().rss
+                    t = p.cpu_times()
+                    key = (p.pid, p.create_time())  # a reused pid is another process
             except psutil.Error:  # exited between listing and reading
                 continue
             total += rss
             single = max(single, rss)
             n += 1
+            cpu = t.user + t.system
+            # a process born after the first sample started from 0 CPU seconds
+            self._cpu_first.setdefault(key, cpu if self._thread is None else 0.0)
+            self._cpu_last[key] = cpu
         self.peak_bytes = max(self.peak_bytes, total)
         self.peak_single_bytes = max(self.peak_single_bytes, single)
         self.peak_processes = max(self.peak_processes, n)
@@ -120,9 +132,9 @@ class TreeMemory:
             self.sample()
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> TreeMemory:
+    def __enter__(self) -> TreeMonitor:
         self.sample()
-        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)
         self._thread.start()
         return self
 
@@ -139,6 +151,10 @@ class TreeMemory:
     @property
     def peak_single_mib(self) -> float:
         return self.peak_single_bytes / MIB
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._cpu_last[k] - self._cpu_first[k] for k in self._cpu_last)
 
 
 @contextlib.contextmanager
