@@ -17,6 +17,7 @@ from earmark.models.registry import model_class
 from earmark.models.tiny import build_tiny_checkpoint
 from earmark.schemas import TaskRequest, parse_tasks
 from earmark.tasks import parse_tags, prompt_for
+from model_checks import assert_tasks_share_one_audio_prefill
 
 SR = 16_000
 MAX_NEW = 6  # generated tokens per task: enough to compare, cheap on 2 CPU cores
@@ -126,7 +127,8 @@ def test_batch_of_8_equals_one_at_a_time(model, windows):
 def test_batched_path_equals_reference_path(ckpt, model, windows):
     reference = EurekaModel(str(ckpt), device="cpu", max_new_tokens=MAX_NEW, batched=False)
     assert not reference.batched
-    tasks = [ASR, TaskRequest(name="mood", prompt="What mood is this?")]
+    # caption and mood share the audio prefill (no system prompt); asr has its own
+    tasks = [ASR, CAPTION, TaskRequest(name="mood", prompt="What mood is this?")]
     few = windows[::3]
     ours = model.trace(few, tasks)
     theirs = reference.trace(few, tasks)
@@ -255,3 +257,10 @@ def test_differing_mel_filters_warn(ckpt, tmp_path):
     np.savez(dst / "mel_filters.npz", mel_128=F.slaney_mel_filters() * 1.01)
     with pytest.warns(UserWarning, match="mel_filters.npz differs"):
         EurekaModel(str(dst), device="cpu", max_new_tokens=2)
+
+
+def test_tasks_share_one_audio_prefill(model, windows, monkeypatch):
+    tasks = parse_tasks('caption,tags,mood="What mood is this?"')  # no system prompt: one group
+    assert_tasks_share_one_audio_prefill(
+        model, model.model.backbone, windows[:4], tasks, monkeypatch
+    )

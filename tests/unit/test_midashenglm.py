@@ -17,6 +17,7 @@ from earmark.models.registry import model_class
 from earmark.models.tiny import build_tiny_checkpoint
 from earmark.schemas import TaskRequest, parse_tasks
 from earmark.tasks import parse_tags, prompt_for
+from model_checks import assert_tasks_share_one_audio_prefill
 
 SR = 16_000
 MAX_NEW = 6
@@ -250,3 +251,10 @@ def test_tokenizer_without_audio_token_is_refused(ckpt, tmp_path):
 
 def test_dasheng_count_matches_features_module():
     assert F.dasheng_num_tokens(30 * SR) == 150
+
+
+def test_tasks_share_one_audio_prefill(model, windows, monkeypatch):
+    tasks = parse_tasks('caption,tags,mood="What mood is this?"')  # no system prompt: one group
+    assert_tasks_share_one_audio_prefill(
+        model, model.model.decoder, windows[:4], tasks, monkeypatch
+    )

@@ -86,6 +86,45 @@ def test_batch_greedy_equals_one_at_a_time(model: MossModel) -> None:
     assert all(len(ids) > 0 for row in batch for ids in row)
 
 
+def test_tasks_share_one_audio_prefill_and_match_full_prompts(
+    model: MossModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    windows = [_window(i, s) for i, s in enumerate(DURATIONS_S[:3])]
+    prefills: list[int] = []
+    original = model.model.forward
+
+    def counting(*args, **kwargs):
+        if kwargs.get("audio_embeds") is not None:
+            prefills.append(args[0].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model.model, "forward", counting)
+    shared = model.annotate_ids(windows, TASKS)
+    assert prefills == [len(windows)]  # one audio prefill for 3 windows x 4 tasks
+    monkeypatch.undo()
+    # the same rows as whole prompts, prefilled from scratch one at a time
+    from earmark.models.moss_arch import pack_rows
+
+    for i, w in enumerate(windows):
+        mel = torch.from_numpy(w.features["mel"])[None]
+        audio, deep, lens = model.model.encode_audio(mel, torch.tensor([mel.shape[-1]]))
+        for t, task in enumerate(TASKS):
+            ids = torch.tensor([model.prompt_ids(task, int(lens[0]))])
+            rows = torch.tensor([0])
+            out = model.model.generate_greedy(
+                ids,
+                torch.ones_like(ids),
+                audio_embeds=pack_rows(audio, lens, rows),
+                deepstack_embeds=[pack_rows(d, lens, rows) for d in deep],
+                audio_input_mask=ids == model.ids["audio"],
+                max_new_tokens=model.max_new_tokens,
+                stop_ids=model.ids["stop"],
+                pad_id=model.ids["pad"],
+            )[0].tolist()
+            cut = next((k for k, x in enumerate(out) if x in model.ids["stop"]), len(out))
+            assert shared[i][t] == out[:cut], f"window {i}, task {task.name}"
+
+
 def test_rows_split_over_several_generate_calls_give_the_same_ids(ckpt: Path) -> None:
     windows = [_window(i, s) for i, s in enumerate(DURATIONS_S[:3])]
     small = MossModel(str(ckpt), device="cpu", max_new_tokens=10, max_batch_rows=5)

@@ -195,3 +195,25 @@ def attn_implementation() -> str:
         return "flash_attention_2"
     except ImportError:
         return "sdpa"
+
+
+def prefix_groups(halves: list[tuple[list[int], list[int]]]) -> list[tuple[list[int], int]]:
+    """Tasks whose prompts can share one prefill of the audio ("encode once, ask many").
+
+    `halves[t]` are task t's prompt ids before and after the audio placeholder. Tasks with the
+    same ids before the audio form a group: the audio prefix (before + audio tokens + the
+    tokens all their tails start with) is prefilled once per window and its KV cache reused by
+    every task of the group. Returns (task indices, shared tail length); the shared tail stops
+    one token short of every tail, so each task still has a token to continue from.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for t, (before, _) in enumerate(halves):
+        groups.setdefault(tuple(before), []).append(t)
+    out = []
+    for members in groups.values():
+        tails = [halves[t][1] for t in members]
+        n = 0
+        while all(n < len(x) - 1 for x in tails) and len({x[n] for x in tails}) == 1:
+            n += 1
+        out.append((members, n))
+    return out

@@ -3,9 +3,11 @@
 Preprocessing reproduces the reference (earmark.audio.features). Two ways to run the model:
 
 - batched (default): the encoder (`audio_encoder.speech_encoder`) and MoE adapter
-  (`audio_moe_adaptor`) run ONCE over all 30 s chunks of all windows; per task, the prompt is
-  embedded with the backbone's token embeddings, `<|audio_pad|>` positions are overwritten with
-  the window's first `frames` adapter outputs, and `backbone.generate` decodes the whole batch.
+  (`audio_moe_adaptor`) run ONCE over all 30 s chunks of all windows; the prompt up to the audio
+  is embedded with the backbone's token embeddings, `<|audio_pad|>` positions are overwritten
+  with the window's first `frames` adapter outputs and prefilled once; every task continues that
+  KV cache, and `backbone.generate` decodes all (window, task) rows together
+  (`hf_common.annotate_tasks`).
 - reference (`batched=False`, or automatically when the checkpoint lacks those submodules): the
   remote `model.generate(input_ids, token_type_ids, mel_batch_list=...)`, one window and one
   task at a time, exactly as the official CLI.
@@ -265,30 +267,20 @@ class EurekaModel(AudioModel):
     def _run_batched(self, mels: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
         import torch
 
-        results: list[dict[str, H.Trace]] = [{} for _ in mels]
         with torch.inference_mode():
-            audio = self.encode(mels)
-            embed = self._embedder()
-            for task in tasks:
-                rows = [self.prompt_ids(task, a.shape[0])[0] for a in audio]
-                ids, mask = H.left_pad(rows, self.audio_pad_id, self.device)
-                self.prefill_stats.windows += len(rows)
-                self.prefill_stats.real_units += sum(len(r) for r in rows)
-                self.prefill_stats.padded_units += ids.numel()
-                embeds = embed(ids)
-                is_audio = (ids == self.audio_pad_id) & mask.bool()
-                embeds[is_audio] = torch.cat(audio).to(embeds.dtype)
-                out = self.model.backbone.generate(
-                    input_ids=ids,
-                    inputs_embeds=embeds,
-                    attention_mask=mask,
-                    **self._generate_args(with_scores),
-                )
-                rows_out = H.generated_rows(out, ids, self.eos_ids, with_scores)
-                for i, row in enumerate(rows_out):
-                    results[i][task.name] = row
+            traces = H.annotate_tasks(
+                self.model.backbone,
+                self.encode(mels),
+                self.audio_pad_id,
+                [self._prompt_ids(t) for t in tasks],
+                self.audio_pad_id,
+                self._generate_args(with_scores),
+                self.eos_ids,
+                with_scores,
+                self.prefill_stats,
+            )
         self._batched_ok = True
-        return results
+        return [{t.name: row[k] for k, t in enumerate(tasks)} for row in traces]
 
     def _run_reference(self, mels: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
         import torch

@@ -5,11 +5,13 @@ Inputs follow the reference processor: the raw 16 kHz waveform, right-padded wit
 `<|AUDIO|>` repeated `int(1 + n/160) // 4 // 5` times between `<|audio_bos|>`/`<|audio_eos|>`.
 
 Encode once, ask many (default): `audio_encoder(input_values, audio_length)` and
-`audio_projector(frames, mask)` run once per batch, then per task the prompt is embedded with the
-decoder's token embeddings, the `<|AUDIO|>` positions receive the window's audio tokens and
-`decoder.generate` decodes the batch. With `encode_once=False` (or when the checkpoint lacks those
-submodules) the remote `model.generate(input_ids, attention_mask, input_values, audio_length)`
-runs once per task, re-encoding the audio each time.
+`audio_projector(frames, mask)` run once per batch; the prompt up to and just past the audio is
+embedded with the decoder's token embeddings, its `<|AUDIO|>` positions receive the window's audio
+tokens, and it is prefilled once; every task continues that KV cache and `decoder.generate`
+decodes all (window, task) rows together (`hf_common.annotate_tasks`). With `encode_once=False`
+(or when the checkpoint lacks those submodules) the remote
+`model.generate(input_ids, attention_mask, input_values, audio_length)` runs once per task,
+re-encoding the audio each time.
 """
 
 from __future__ import annotations
@@ -154,11 +156,15 @@ class MiDashengLMModel(AudioModel):
 
     def prompt_ids(self, task: TaskRequest, num_samples: int) -> list[int]:
         """input_ids of one window: `<|AUDIO|>` × dasheng_num_tokens(num_samples)."""
+        before, after = self._halves(task)
+        return before + [self.audio_id] * F.dasheng_num_tokens(num_samples) + after
+
+    def _halves(self, task: TaskRequest) -> tuple[list[int], list[int]]:
+        """Prompt ids before and after the `<|AUDIO|>` placeholder."""
         if task not in self._prompts:
             text = self.render(prompt_for(self.info.name, task))
             self._prompts[task] = H.split_prompt(self.tokenizer, text, AUDIO_TOKEN, self.audio_id)
-        before, after = self._prompts[task]
-        return before + [self.audio_id] * F.dasheng_num_tokens(num_samples) + after
+        return self._prompts[task]
 
     # -- model side -------------------------------------------------------------------------
     def _wave(self, w: Window) -> np.ndarray:
@@ -247,22 +253,19 @@ class MiDashengLMModel(AudioModel):
     ):
         import torch
 
-        results: list[dict[str, H.Trace]] = [{} for _ in waves]
         with torch.inference_mode():
-            audio = self.encode(waves)
-            embed = self.model.decoder.get_input_embeddings()
-            for task in tasks:
-                rows = [self.prompt_ids(task, len(w)) for w in waves]
-                ids, mask = H.left_pad(rows, self.pad_id, self.device)
-                embeds = embed(ids)
-                embeds[ids == self.audio_id] = torch.cat(audio).to(embeds.dtype)
-                out = self.model.decoder.generate(
-                    inputs_embeds=embeds, attention_mask=mask, **self._generate_args(with_scores)
-                )
-                for i, row in enumerate(H.generated_rows(out, ids, self.eos_ids, with_scores)):
-                    results[i][task.name] = row
+            traces = H.annotate_tasks(
+                self.model.decoder,
+                self.encode(waves),
+                self.audio_id,
+                [self._halves(t) for t in tasks],
+                self.pad_id,
+                self._generate_args(with_scores),
+                self.eos_ids,
+                with_scores,
+            )
         self._encode_once_ok = True
-        return results
+        return [{t.name: row[k] for k, t in enumerate(tasks)} for row in traces]
 
     def _run_remote(self, waves: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
         import torch

@@ -25,6 +25,7 @@ from earmark.models.base import (
     ModelInputError,
     Window,
     attn_implementation,
+    prefix_groups,
     torch_dtype,
 )
 from earmark.models.registry import FAMILIES
@@ -219,14 +220,18 @@ class MossModel(AudioModel):
 
         n_tok = [int(n) for n in lens.tolist()]
         halves = [self._prompt_halves(t) for t in tasks]
-        rows = [(i, t) for i in range(len(windows)) for t in range(len(tasks))]
         out: list[list[list[int]]] = [[[] for _ in tasks] for _ in windows]
-        for start in range(0, len(rows), self.max_batch_rows):
-            chunk = rows[start : start + self.max_batch_rows]
-            seqs = [self._row_ids(halves[t], n_tok[i]) for i, t in chunk]
-            new = self._generate(seqs, [i for i, _ in chunk], audio, deep, lens)
-            for (i, t), ids in zip(chunk, new, strict=True):
-                out[i][t] = ids
+        # tasks that agree before the audio share one prefill of it (and of DeepStack)
+        for members, shared in prefix_groups(halves):
+            head, tail = halves[members[0]]
+            tails = [halves[t][1][shared:] for t in members]
+            per_call = max(1, self.max_batch_rows // len(members))
+            for start in range(0, len(windows), per_call):
+                win = list(range(start, min(start + per_call, len(windows))))
+                prefixes = [self._row_ids((head, tail[:shared]), n_tok[i]) for i in win]
+                new = self._generate(prefixes, win, audio, deep, lens, tails)
+                for k, ids in enumerate(new):
+                    out[win[k // len(members)]][members[k % len(members)]] = ids
         return out
 
     def _mel_of(self, w: Window) -> np.ndarray:
@@ -262,21 +267,25 @@ class MossModel(AudioModel):
         )
 
     def _generate(
-        self, seqs: list[list[int]], win: list[int], audio: Any, deep: list[Any], lens: Any
+        self,
+        seqs: list[list[int]],
+        win: list[int],
+        audio: Any,
+        deep: list[Any],
+        lens: Any,
+        tails: list[list[int]],
     ) -> list[list[int]]:
-        """Greedy new ids per row (cut before the first stop id), rows left-padded together."""
+        """Greedy new ids per (window, tail) row, window-major (cut before the first stop id):
+        the audio prefixes `seqs` are left-padded and prefilled together, then each continues
+        with every tail."""
         import torch
 
+        from earmark.models.hf_common import left_pad
         from earmark.models.moss_arch import pack_rows
 
         dev, pad = self.device, self.ids["pad"]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, width - len(s) :] = torch.tensor(s)
-            mask[r, width - len(s) :] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
+        ids, mask = left_pad(seqs, pad, dev)
+        tail_ids, tail_mask = left_pad(tails, pad, dev)
         rows = torch.tensor(win, device=dev)
         with torch.inference_mode():
             out = self.model.generate_greedy(
@@ -288,6 +297,8 @@ class MossModel(AudioModel):
                 max_new_tokens=self.max_new_tokens,
                 stop_ids=self.ids["stop"],
                 pad_id=pad,
+                tail_ids=tail_ids.repeat(len(seqs), 1),
+                tail_mask=tail_mask.repeat(len(seqs), 1),
             )
         result = []
         for row in out.tolist():

@@ -285,9 +285,15 @@ class MossAudioModel(PreTrainedModel):
         max_new_tokens: int,
         stop_ids: Sequence[int],
         pad_id: int,
+        tail_ids: torch.Tensor | None = None,
+        tail_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Greedy decoding of left-padded rows; [R, steps] new ids (pad_id after a row stops)."""
-        rows = input_ids.shape[0]
+        """Greedy decoding of left-padded rows; [R, steps] new ids (pad_id after a row stops).
+
+        With `tail_ids` [R * T, S] (left-padded, row-major: row r's T tails are r*T .. r*T+T-1),
+        the R input rows are an audio prefix prefilled ONCE (DeepStack included); the cache is
+        repeated T times and every tail continues its row, so T tasks share one audio prefill.
+        """
         # Left padding: positions count real tokens only, so a row's numbers match its B=1 run.
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
@@ -302,10 +308,26 @@ class MossAudioModel(PreTrainedModel):
             use_cache=True,
             logits_to_keep=1,
         )
+        mask = attention_mask
+        if tail_ids is not None and tail_mask is not None:
+            repeats = tail_ids.shape[0] // input_ids.shape[0]
+            out.past_key_values.batch_repeat_interleave(repeats)
+            mask = torch.cat([attention_mask.repeat_interleave(repeats, 0), tail_mask], dim=1)
+            position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+            width = attention_mask.shape[1]
+            out = self(
+                tail_ids,
+                attention_mask=mask,
+                position_ids=position_ids[:, width:],
+                past_key_values=out.past_key_values,
+                use_cache=True,
+                cache_position=torch.arange(width, mask.shape[1], device=mask.device),
+                logits_to_keep=1,
+            )
+        rows = mask.shape[0]
         stops = torch.tensor(sorted(set(stop_ids)), device=input_ids.device)
         done = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
         next_pos = position_ids[:, -1:] + 1
-        mask = attention_mask
         new: list[torch.Tensor] = []
         for step in range(max_new_tokens):
             tok = out.logits[:, -1].argmax(-1)
