@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from earmark.models import hf_common as H
+from earmark.models.base import Window
+
+SR = 16_000  # Hz
+
+
+def seeded_samples(n: int, seed: int) -> np.ndarray:
+    """A seeded tone-plus-noise clip of n samples (each seed gives other audio)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / SR
+    x = 0.2 * np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.1 * rng.standard_normal(n)
+    return x.astype(np.float32)
+
+
+def window_of(model_cls: Any, n: int, i: int = 0) -> Window:
+    """Window i of n samples with features prepared by `model_cls`."""
+    return Window("a.wav", i, 0.0, n / SR, n, model_cls.prepare(seeded_samples(n, i)))
+
+
+def copy_checkpoint(ckpt: Path, tmp_path: Path, name: str = "copy") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(ckpt, dst)
+    return dst
 
 
 def assert_tasks_share_one_audio_prefill(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -17,7 +16,12 @@ from earmark.models.registry import model_class
 from earmark.models.tiny import build_tiny_checkpoint
 from earmark.schemas import TaskRequest, parse_tasks
 from earmark.tasks import parse_tags, prompt_for
-from model_checks import assert_tasks_share_one_audio_prefill
+from model_checks import (
+    assert_tasks_share_one_audio_prefill,
+    copy_checkpoint,
+    seeded_samples,
+    window_of,
+)
 
 SR = 16_000
 MAX_NEW = 6  # generated tokens per task: enough to compare, cheap on 2 CPU cores
@@ -25,16 +29,8 @@ LENGTHS = [3 * 1280, 8000, 16_005, 24_000, 40_000, 52_000, 64_000, 96_000]  # 0.
 ASR, CAPTION = TaskRequest(name="asr"), TaskRequest(name="caption")
 
 
-def _samples(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(n) / SR
-    return (0.2 * np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.1 * rng.standard_normal(n)).astype(
-        np.float32
-    )
-
-
 def _window(n: int, i: int = 0) -> Window:
-    return Window("a.wav", i, 0.0, n / SR, n, EurekaModel.prepare(_samples(n, i)))
+    return window_of(EurekaModel, n, i)
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +48,12 @@ def windows():
     return [_window(n, i) for i, n in enumerate(LENGTHS)]
 
 
-def _copy(ckpt, tmp_path, name="copy"):
-    dst = tmp_path / name
-    shutil.copytree(ckpt, dst)
-    return dst
-
-
 def test_loads_through_trust_remote_code_offline(model):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     cls = type(model.model)
     assert cls.__name__ == "EurekaAudioForCausalLM"
     assert cls.__module__.startswith("transformers_modules.")  # the checkpoint's own code
-    assert model.batched and model.device == "cpu" and model.dtype_name == "float32"
+    assert model.fast and model.device == "cpu" and model.dtype_name == "float32"
     assert model_class("eureka") is EurekaModel
     assert model.eos_ids == [
         model.tokenizer.convert_tokens_to_ids("<|im_end|>"),
@@ -103,7 +93,7 @@ def test_audio_pads_carry_token_type_3(model):
 @pytest.mark.parametrize("n", [1, 1279, 1280, 1281, 2 * 1280, 30 * SR - 1, 30 * SR])
 def test_audio_token_count_across_boundaries(model, n):
     tokens = -(-n // 1280)
-    mel = EurekaModel.prepare(_samples(n, 1))["mel"]
+    mel = EurekaModel.prepare(seeded_samples(n, 1))["mel"]
     assert mel.shape == (128, 8 * tokens)
     (audio,) = model.encode([mel])
     assert audio.shape == (tokens, 64)  # first `frames` adapter outputs, hidden size 64
@@ -120,13 +110,13 @@ def test_batch_of_8_equals_one_at_a_time(model, windows):
             problem = H.compare_traces(single[t.name], batched[i][t.name])
             assert problem is None, f"window {i} ({w.num_samples} samples), {t.name}: {problem}"
     # the audio matters: different windows give different text
-    assert model.batched, "the batched path fell back to the reference path"
+    assert model.fast, "the batched path fell back to the reference path"
     assert len({tuple(r["asr"][0]) for r in batched}) > 1
 
 
 def test_batched_path_equals_reference_path(ckpt, model, windows):
     reference = EurekaModel(str(ckpt), device="cpu", max_new_tokens=MAX_NEW, batched=False)
-    assert not reference.batched
+    assert not reference.fast
     # caption and mood share the audio prefill (no system prompt); asr has its own
     tasks = [ASR, CAPTION, TaskRequest(name="mood", prompt="What mood is this?")]
     few = windows[::3]
@@ -137,7 +127,7 @@ def test_batched_path_equals_reference_path(ckpt, model, windows):
             problem = H.compare_traces(theirs[i][t.name], ours[i][t.name])
             assert problem is None, f"window {i}, {t.name}: {problem}"
     assert model.annotate(few, tasks) == reference.annotate(few, tasks)
-    assert model.batched
+    assert model.fast
     # the reference re-encodes for every task; the batched path once per window
     assert reference.stats.encoder_passes == 2 * len(few) * len(tasks)
 
@@ -169,12 +159,12 @@ def test_annotate_returns_text_for_every_task(model, windows):
 
 
 def test_falls_back_to_reference_when_submodules_missing(ckpt, tmp_path, windows):
-    dst = _copy(ckpt, tmp_path, "renamed_eureka")
+    dst = copy_checkpoint(ckpt, tmp_path, "renamed_eureka")
     code = dst / "modeling_eureka_audio.py"
     code.write_text(code.read_text().replace("audio_moe_adaptor", "adapter"))
     with pytest.warns(UserWarning, match="reference path"):
         m = EurekaModel(str(dst), device="cpu", max_new_tokens=2)
-    assert not m.batched
+    assert not m.fast
     (row,) = m.annotate(windows[:1], [ASR])
     assert isinstance(row["asr"], str)
 
@@ -200,7 +190,7 @@ def test_too_long_window_is_refused(model):
 
 
 def test_nan_input_is_refused(model):
-    x = _samples(8000, 0)
+    x = seeded_samples(8000, 0)
     x[10] = np.nan
     with pytest.raises(ModelInputError, match="NaN"):
         EurekaModel.prepare(x)
@@ -235,7 +225,7 @@ def test_missing_checkpoint_directory(tmp_path):
     ],
 )
 def test_checkpoint_missing_files(ckpt, tmp_path, remove, named):
-    dst = _copy(ckpt, tmp_path)
+    dst = copy_checkpoint(ckpt, tmp_path)
     (dst / remove).unlink()
     with pytest.raises(ModelLoadError, match=named.replace(".", r"\.")):
         EurekaModel(str(dst), device="cpu")
@@ -253,7 +243,7 @@ def test_checkpoint_of_another_family(tmp_path):
 
 
 def test_differing_mel_filters_warn(ckpt, tmp_path):
-    dst = _copy(ckpt, tmp_path)
+    dst = copy_checkpoint(ckpt, tmp_path)
     np.savez(dst / "mel_filters.npz", mel_128=F.slaney_mel_filters() * 1.01)
     with pytest.warns(UserWarning, match="mel_filters.npz differs"):
         EurekaModel(str(dst), device="cpu", max_new_tokens=2)

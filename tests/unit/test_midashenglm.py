@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -17,7 +16,12 @@ from earmark.models.registry import model_class
 from earmark.models.tiny import build_tiny_checkpoint
 from earmark.schemas import TaskRequest, parse_tasks
 from earmark.tasks import parse_tags, prompt_for
-from model_checks import assert_tasks_share_one_audio_prefill
+from model_checks import (
+    assert_tasks_share_one_audio_prefill,
+    copy_checkpoint,
+    seeded_samples,
+    window_of,
+)
 
 SR = 16_000
 MAX_NEW = 6
@@ -25,16 +29,8 @@ LENGTHS = [1000, 8000, 16_005, 24_000, 40_000, 52_000, 64_000, 96_000]  # 0.06 s
 ASR, CAPTION = TaskRequest(name="asr"), TaskRequest(name="caption")
 
 
-def _samples(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(n) / SR
-    return (0.2 * np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.1 * rng.standard_normal(n)).astype(
-        np.float32
-    )
-
-
 def _window(n: int, i: int = 0) -> Window:
-    return Window("a.wav", i, 0.0, n / SR, n, MiDashengLMModel.prepare(_samples(n, i)))
+    return window_of(MiDashengLMModel, n, i)
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +48,12 @@ def windows():
     return [_window(n, i) for i, n in enumerate(LENGTHS)]
 
 
-def _copy(ckpt, tmp_path, name="copy"):
-    dst = tmp_path / name
-    shutil.copytree(ckpt, dst)
-    return dst
-
-
 def test_loads_through_trust_remote_code_offline(model):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     cls = type(model.model)
     assert cls.__name__ == "MiDashengLMModel"
     assert cls.__module__.startswith("transformers_modules.")
-    assert model.encode_once and model.device == "cpu"
+    assert model.fast and model.device == "cpu"
     assert model_class("midashenglm") is MiDashengLMModel
     assert model.audio_id == model.model.config.audio_token_id
 
@@ -96,7 +86,7 @@ def test_processor_semantics(model):
     "n", [1, 3199, 3200, 2 * 3200 - 161, 2 * 3200 - 160, 16_000, 10 * SR + 17, 30 * SR]
 )
 def test_audio_token_count_across_boundaries(model, n):
-    wave = MiDashengLMModel.prepare(_samples(n, 2))["input_values"]
+    wave = MiDashengLMModel.prepare(seeded_samples(n, 2))["input_values"]
     assert len(wave) == max(n, 3200)
     tokens = max(1, int(1 + len(wave) / 160) // 4 // 5)
     ids = model.prompt_ids(ASR, len(wave))
@@ -124,13 +114,13 @@ def test_batch_of_8_equals_one_at_a_time(model, windows):
         for t in tasks:
             problem = H.compare_traces(single[t.name], batched[i][t.name])
             assert problem is None, f"window {i} ({w.num_samples} samples), {t.name}: {problem}"
-    assert model.encode_once, "the batched path fell back to the reference path"
+    assert model.fast, "the batched path fell back to the reference path"
     assert len({tuple(r["asr"][0]) for r in batched}) > 1  # the audio matters
 
 
 def test_encode_once_equals_remote_generate(ckpt, model, windows):
     remote = MiDashengLMModel(str(ckpt), device="cpu", max_new_tokens=MAX_NEW, encode_once=False)
-    assert not remote.encode_once
+    assert not remote.fast
     tasks = [ASR, TaskRequest(name="mood", prompt="What mood is this?")]
     ours, theirs = model.trace(windows, tasks), remote.trace(windows, tasks)
     for i in range(len(windows)):
@@ -138,7 +128,7 @@ def test_encode_once_equals_remote_generate(ckpt, model, windows):
             problem = H.compare_traces(theirs[i][t.name], ours[i][t.name])
             assert problem is None, f"window {i}, {t.name}: {problem}"
     assert remote.stats.encoder_passes == len(windows) * len(tasks)
-    assert model.encode_once
+    assert model.fast
 
 
 def test_encoder_runs_once_for_all_tasks(model, windows, monkeypatch):
@@ -186,7 +176,7 @@ def test_too_long_window_is_refused(model):
 
 
 def test_nan_input_is_refused(model):
-    x = _samples(8000, 0)
+    x = seeded_samples(8000, 0)
     x[3] = np.inf
     with pytest.raises(ModelInputError, match="NaN"):
         MiDashengLMModel.prepare(x)
@@ -217,7 +207,7 @@ def test_missing_checkpoint_directory(tmp_path):
     ],
 )
 def test_checkpoint_missing_files(ckpt, tmp_path, remove, named):
-    dst = _copy(ckpt, tmp_path)
+    dst = copy_checkpoint(ckpt, tmp_path)
     (dst / remove).unlink()
     with pytest.raises(ModelLoadError, match=named.replace(".", r"\.")):
         MiDashengLMModel(str(dst), device="cpu")
@@ -230,7 +220,7 @@ def test_checkpoint_of_another_family(tmp_path):
 
 
 def test_tokenizer_without_audio_token_is_refused(ckpt, tmp_path):
-    dst = _copy(ckpt, tmp_path)
+    dst = copy_checkpoint(ckpt, tmp_path)
     tok = json.loads((dst / "tokenizer.json").read_text())
     for entry in tok["added_tokens"]:
         if entry["content"] == "<|AUDIO|>":

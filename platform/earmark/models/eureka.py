@@ -7,7 +7,7 @@ Preprocessing reproduces the reference (earmark.audio.features). Two ways to run
   is embedded with the backbone's token embeddings, `<|audio_pad|>` positions are overwritten
   with the window's first `frames` adapter outputs and prefilled once; every task continues that
   KV cache, and `backbone.generate` decodes all (window, task) rows together
-  (`hf_common.annotate_tasks`).
+  (`remote_code.annotate_tasks`).
 - reference (`batched=False`, or automatically when the checkpoint lacks those submodules): the
   remote `model.generate(input_ids, token_type_ids, mel_batch_list=...)`, one window and one
   task at a time, exactly as the official CLI.
@@ -28,8 +28,9 @@ import numpy as np
 
 from earmark.audio import features as F
 from earmark.models import hf_common as H
-from earmark.models.base import AudioModel, BatchStats, ModelInputError, Window
+from earmark.models.base import BatchStats, ModelInputError, Window
 from earmark.models.registry import FAMILIES
+from earmark.models.remote_code import RemoteCodeModel, annotate_tasks
 from earmark.schemas import TaskRequest
 from earmark.tasks import Prompt, prompt_for
 
@@ -44,8 +45,10 @@ FRAMES_PER_TOKEN = 4  # 20 ms encoder frames concatenated into one 80 ms adapter
 MEL_FILTER_TOLERANCE = 1e-5  # max |Δ| between shipped and synthesized mel filters
 
 
-class EurekaModel(AudioModel):
+class EurekaModel(RemoteCodeModel):
     info = FAMILIES["eureka"]
+    fast_path = "batched"
+    fast_submodules = "audio_encoder.speech_encoder, audio_moe_adaptor or backbone"
 
     def __init__(
         self,
@@ -57,38 +60,24 @@ class EurekaModel(AudioModel):
         max_new_tokens: int = 256,
         batched: bool = True,
     ) -> None:
+        self.prefill_stats = BatchStats()  # prompt tokens: real vs padded, per generate call
         super().__init__(
-            checkpoint, device=device, dtype=dtype, revision=revision, max_new_tokens=max_new_tokens
+            checkpoint,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            max_new_tokens=max_new_tokens,
+            fast=batched,
         )
-        family = self.info.name
-        local, self.checkpoint = H.validate_checkpoint(self.checkpoint, family, revision)
-        self.tokenizer = H.load_tokenizer(self.checkpoint, family, revision, local)
-        self.chat_template = H.load_chat_template(self.tokenizer, self.checkpoint, revision, local)
-        self._check_mel_filters(local)
+
+    # -- loading helpers --------------------------------------------------------------------
+    def _check_checkpoint(self, local: bool) -> None:
         tok = self.tokenizer
         self.audio_pad_id = H.token_id(tok, AUDIO_PAD, self.checkpoint)
         for t in (AUDIO_START, AUDIO_END, IM_START):
             H.token_id(tok, t, self.checkpoint)
-        self.eos_ids = [H.token_id(tok, IM_END, self.checkpoint)]
-        if tok.convert_tokens_to_ids(END_OF_TEXT) not in (None, tok.unk_token_id):
-            self.eos_ids.append(int(tok.convert_tokens_to_ids(END_OF_TEXT)))
-        self.model = H.load_remote_model(
-            self.checkpoint,
-            family,
-            device=self.device,
-            dtype=self.dtype_name,
-            revision=revision,
-            local=local,
-        )
-        self.batched = batched
-        if batched and not self._has_submodules():
-            self._fall_back(
-                "the checkpoint lacks audio_encoder.speech_encoder, audio_moe_adaptor or backbone"
-            )
-        self.prefill_stats = BatchStats()  # prompt tokens: real vs left-padded, per generate call
-        self._prompts: dict[TaskRequest, tuple[list[int], list[int]]] = {}
+        self._check_mel_filters(local)
 
-    # -- loading helpers --------------------------------------------------------------------
     def _check_mel_filters(self, local: bool) -> None:
         """Features are computed without the checkpoint; make sure its filters agree."""
         path = H.optional_file(self.checkpoint, "mel_filters.npz", self.revision, local)
@@ -121,14 +110,6 @@ class EurekaModel(AudioModel):
         inner = getattr(backbone, "model", None)
         return getattr(inner, "embed_tokens", None) or backbone.get_input_embeddings()
 
-    def _fall_back(self, why: str) -> None:
-        warnings.warn(
-            f"{self.name}: batched path unavailable ({why}); using the one-at-a-time reference "
-            f"path",
-            stacklevel=3,
-        )
-        self.batched = False
-
     # -- CPU side ---------------------------------------------------------------------------
     @classmethod
     def prepare(cls, samples: np.ndarray) -> dict[str, np.ndarray]:
@@ -155,22 +136,7 @@ class EurekaModel(AudioModel):
         if prompt.user:
             user.append({"type": "text", "text": prompt.user})
         messages.append({"role": "user", "content": user})
-        text = None
-        if self.chat_template:
-            text = self.tokenizer.apply_chat_template(
-                messages,
-                chat_template=self.chat_template,
-                add_generation_prompt=True,
-                tokenize=False,
-                enable_thinking=False,
-            )
-            if text.count(AUDIO_PAD) != 1:
-                log.warning(
-                    "%s: chat template gave %d audio placeholders; using the documented format",
-                    self.name,
-                    text.count(AUDIO_PAD),
-                )
-                text = None
+        text = self.apply_template(messages, AUDIO_PAD, enable_thinking=False)
         if text is None:
             text = f"{IM_START}system\n{prompt.system}{IM_END}\n" if prompt.system else ""
             text += f"{IM_START}user\n{AUDIO_START}{AUDIO_PAD}{AUDIO_END}{prompt.user or ''}"
@@ -193,7 +159,7 @@ class EurekaModel(AudioModel):
         return ids, types
 
     # -- model side -------------------------------------------------------------------------
-    def _mel(self, w: Window) -> np.ndarray:
+    def _input(self, w: Window) -> np.ndarray:
         self.check_window(w)
         mel = w.features.get("mel")
         if mel is None:
@@ -211,32 +177,6 @@ class EurekaModel(AudioModel):
                 f"{self.info.window_s:.0f} s"
             )
         return mel
-
-    def annotate(self, windows: list[Window], tasks: list[TaskRequest]) -> list[dict[str, str]]:
-        runs = self.trace(windows, tasks, with_scores=False)
-        return [
-            {name: H.decode(self.tokenizer, ids, self.eos_ids) for name, (ids, _) in r.items()}
-            for r in runs
-        ]
-
-    def trace(
-        self, windows: list[Window], tasks: list[TaskRequest], *, with_scores: bool = True
-    ) -> list[dict[str, H.Trace]]:
-        """Generated ids (and per-step scores) per window and task, for parity checks."""
-        self.check_tasks(tasks)
-        mels = [self._mel(w) for w in windows]
-        if not windows or not tasks:
-            return [{} for _ in windows]
-        if self.batched:
-            try:
-                return self._run_batched(mels, tasks, with_scores)
-            except ModelInputError:
-                raise
-            except (AttributeError, TypeError, RuntimeError) as e:
-                if getattr(self, "_batched_ok", False):
-                    raise
-                self._fall_back(f"{type(e).__name__}: {e}")
-        return self._run_reference(mels, tasks, with_scores)
 
     def encode(self, mels: list[np.ndarray]) -> list[Any]:
         """Adapter outputs per window ([frames_i, hidden]): one encoder pass for the batch."""
@@ -264,11 +204,11 @@ class EurekaModel(AudioModel):
         args = H.greedy_kwargs(self.max_new_tokens, self.eos_ids, self.eos_ids[-1])
         return {**args, "repetition_penalty": REPETITION_PENALTY, **H.trace_kwargs(with_scores)}
 
-    def _run_batched(self, mels: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
+    def _run_fast(self, mels: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
         import torch
 
         with torch.inference_mode():
-            traces = H.annotate_tasks(
+            return annotate_tasks(
                 self.model.backbone,
                 self.encode(mels),
                 self.audio_pad_id,
@@ -279,8 +219,6 @@ class EurekaModel(AudioModel):
                 with_scores,
                 self.prefill_stats,
             )
-        self._batched_ok = True
-        return [{t.name: row[k] for k, t in enumerate(tasks)} for row in traces]
 
     def _run_reference(self, mels: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
         import torch

@@ -14,13 +14,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from earmark.models.base import (
-    BatchStats,
-    ModelLoadError,
-    attn_implementation,
-    prefix_groups,
-    torch_dtype,
-)
+from earmark.models.base import ModelLoadError, attn_implementation, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -271,97 +265,6 @@ def strip_prompt(sequences: Any, prompt_ids: Any) -> Any:
     if seq.shape[-1] >= n and torch.equal(seq[..., :n].to(prompt_ids.device), prompt_ids):
         return seq[..., n:]
     return seq
-
-
-# ---------------------------------------------------------------------------------------------
-# Encode once, ask many: every task of a window reuses its audio encoding AND the LLM prefill of
-# the audio (the KV cache of the prompt up to and just past the audio). On real checkpoints the
-# audio prefill (hundreds of audio tokens through the LLM) costs about as much as the encoder, so
-# sharing only the encoder output would still pay it once per task.
-# ---------------------------------------------------------------------------------------------
-
-
-def annotate_tasks(
-    lm: Any,
-    audio: list[Any],
-    audio_id: int,
-    halves: list[tuple[list[int], list[int]]],
-    pad_id: int,
-    gen_kwargs: dict[str, Any],
-    stop_ids: Sequence[int],
-    trace: bool,
-    stats: BatchStats | None = None,
-) -> list[list[Trace]]:
-    """Traces [window][task] for windows with audio embeddings `audio` ([tokens_i, hidden]) and
-    tasks whose prompt ids around the audio placeholder are `halves`.
-
-    Per group of tasks sharing their ids before the audio (`prefix_groups`): one prefill of each
-    window's prefix, the cache repeated once per task, one batched `generate` over all rows.
-    """
-    results: list[list[Any]] = [[None] * len(halves) for _ in audio]
-    for members, shared in prefix_groups(halves):
-        before, after = halves[members[0]]
-        heads = [before + [audio_id] * int(a.shape[0]) + after[:shared] for a in audio]
-        tails = [halves[t][1][shared:] for t in members]
-        rows = generate_from_prefix(
-            lm, heads, audio, audio_id, tails, pad_id, gen_kwargs, stop_ids, trace, stats
-        )
-        for i in range(len(audio)):
-            for k, t in enumerate(members):
-                results[i][t] = rows[i * len(members) + k]
-    return results
-
-
-def generate_from_prefix(
-    lm: Any,
-    heads: list[list[int]],
-    audio: list[Any],
-    audio_id: int,
-    tails: list[list[int]],
-    pad_id: int,
-    gen_kwargs: dict[str, Any],
-    stop_ids: Sequence[int],
-    trace: bool,
-    stats: BatchStats | None = None,
-) -> list[Trace]:
-    """Rows window-major ([w0 t0, w0 t1, ..., w1 t0, ...]): prefill `heads` (left-padded, audio
-    embeddings at `audio_id`) once, then continue each with every tail.
-
-    A row is [left pad][head][pad][tail]: the tails are right-aligned so generation appends at
-    one column; positions follow the attention mask (cumsum), so every real token keeps the
-    position it has in its own unpadded prompt and results equal one-at-a-time runs.
-    """
-    import torch
-    from transformers import DynamicCache
-
-    device = lm.device
-    ids_h, mask_h = left_pad(heads, pad_id, device)
-    embeds = lm.get_input_embeddings()(ids_h)
-    is_audio = (ids_h == audio_id) & mask_h.bool()
-    embeds[is_audio] = torch.cat(list(audio)).to(embeds.dtype)
-    pos = mask_h.long().cumsum(-1) - 1
-    pos.masked_fill_(mask_h == 0, 1)
-    body = getattr(lm, "model", None)  # the decoder stack without its head: no prefix logits
-    runner = body if isinstance(body, torch.nn.Module) else lm
-    out = runner(
-        inputs_embeds=embeds,
-        attention_mask=mask_h,
-        position_ids=pos,
-        past_key_values=DynamicCache(),
-        use_cache=True,
-    )
-    cache = out.past_key_values
-    n_tails = len(tails)
-    cache.batch_repeat_interleave(n_tails)
-    ids_t, mask_t = left_pad(tails, pad_id, device)
-    ids = torch.cat([ids_h.repeat_interleave(n_tails, 0), ids_t.repeat(len(heads), 1)], 1)
-    mask = torch.cat([mask_h.repeat_interleave(n_tails, 0), mask_t.repeat(len(heads), 1)], 1)
-    if stats is not None:
-        stats.windows += len(heads) * n_tails
-        stats.real_units += int(mask_h.sum()) + len(heads) * int(mask_t.sum())
-        stats.padded_units += ids_h.numel() + len(heads) * ids_t.numel()
-    gen = lm.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **gen_kwargs)
-    return generated_rows(gen, ids, stop_ids, trace)
 
 
 # ---------------------------------------------------------------------------------------------

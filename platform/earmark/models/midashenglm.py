@@ -8,7 +8,7 @@ Encode once, ask many (default): `audio_encoder(input_values, audio_length)` and
 `audio_projector(frames, mask)` run once per batch; the prompt up to and just past the audio is
 embedded with the decoder's token embeddings, its `<|AUDIO|>` positions receive the window's audio
 tokens, and it is prefilled once; every task continues that KV cache and `decoder.generate`
-decodes all (window, task) rows together (`hf_common.annotate_tasks`). With `encode_once=False`
+decodes all (window, task) rows together (`remote_code.annotate_tasks`). With `encode_once=False`
 (or when the checkpoint lacks those submodules) the remote
 `model.generate(input_ids, attention_mask, input_values, audio_length)` runs once per task,
 re-encoding the audio each time.
@@ -17,15 +17,15 @@ re-encoding the audio each time.
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import numpy as np
 
 from earmark.audio import features as F
 from earmark.models import hf_common as H
-from earmark.models.base import AudioModel, ModelInputError, Window
+from earmark.models.base import ModelInputError, Window
 from earmark.models.registry import FAMILIES
+from earmark.models.remote_code import RemoteCodeModel, annotate_tasks
 from earmark.schemas import TaskRequest
 from earmark.tasks import Prompt, prompt_for
 
@@ -38,8 +38,11 @@ IM_START, IM_END, END_OF_TEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 SYSTEM_PROMPT = "You are a helpful language and speech assistant."
 
 
-class MiDashengLMModel(AudioModel):
+class MiDashengLMModel(RemoteCodeModel):
     info = FAMILIES["midashenglm"]
+    fast_path = "encode-once"
+    fast_submodules = "audio_encoder, audio_projector or decoder"
+    fallback_errors = (AttributeError, TypeError, RuntimeError, ValueError)
 
     def __init__(
         self,
@@ -52,33 +55,21 @@ class MiDashengLMModel(AudioModel):
         encode_once: bool = True,
     ) -> None:
         super().__init__(
-            checkpoint, device=device, dtype=dtype, revision=revision, max_new_tokens=max_new_tokens
+            checkpoint,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            max_new_tokens=max_new_tokens,
+            fast=encode_once,
         )
-        family = self.info.name
-        local, self.checkpoint = H.validate_checkpoint(self.checkpoint, family, revision)
-        tok = self.tokenizer = H.load_tokenizer(self.checkpoint, family, revision, local)
-        self.chat_template = H.load_chat_template(tok, self.checkpoint, revision, local)
+
+    def _check_checkpoint(self, local: bool) -> None:
+        tok = self.tokenizer
         self.audio_id = H.token_id(tok, AUDIO_TOKEN, self.checkpoint)
         H.token_id(tok, AUDIO_BOS, self.checkpoint)
         H.token_id(tok, AUDIO_EOS, self.checkpoint)
-        self.eos_ids = [H.token_id(tok, IM_END, self.checkpoint)]
-        eot = tok.convert_tokens_to_ids(END_OF_TEXT)
-        if eot not in (None, tok.unk_token_id):
-            self.eos_ids.append(int(eot))
         # the reference pads with the tokenizer's pad token, else its EOS
         self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[-1])
-        self.model = H.load_remote_model(
-            self.checkpoint,
-            family,
-            device=self.device,
-            dtype=self.dtype_name,
-            revision=revision,
-            local=local,
-        )
-        self.encode_once = encode_once
-        if encode_once and not self._has_submodules():
-            self._fall_back("the checkpoint lacks audio_encoder, audio_projector or decoder")
-        self._prompts: dict[TaskRequest, tuple[list[int], list[int]]] = {}
 
     def _has_submodules(self) -> bool:
         m = self.model
@@ -91,14 +82,6 @@ class MiDashengLMModel(AudioModel):
             )
         except AttributeError:
             return False
-
-    def _fall_back(self, why: str) -> None:
-        warnings.warn(
-            f"{self.name}: encode-once path unavailable ({why}); the remote generate re-encodes "
-            f"the audio for every task",
-            stacklevel=3,
-        )
-        self.encode_once = False
 
     # -- CPU side ---------------------------------------------------------------------------
     @classmethod
@@ -126,21 +109,7 @@ class MiDashengLMModel(AudioModel):
         if prompt.user:
             user.append({"type": "text", "text": prompt.user})
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        text = None
-        if self.chat_template:
-            text = self.tokenizer.apply_chat_template(
-                messages,
-                chat_template=self.chat_template,
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            if text.count(AUDIO_TOKEN) != 1:
-                log.warning(
-                    "%s: chat template gave %d audio placeholders; using the documented format",
-                    self.name,
-                    text.count(AUDIO_TOKEN),
-                )
-                text = None
+        text = self.apply_template(messages, AUDIO_TOKEN)
         if text is None:
             text = (
                 f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n"
@@ -167,7 +136,7 @@ class MiDashengLMModel(AudioModel):
         return self._prompts[task]
 
     # -- model side -------------------------------------------------------------------------
-    def _wave(self, w: Window) -> np.ndarray:
+    def _input(self, w: Window) -> np.ndarray:
         self.check_window(w)
         wave = w.features.get("input_values")
         if wave is None:
@@ -202,32 +171,6 @@ class MiDashengLMModel(AudioModel):
             torch.tensor(lengths, dtype=torch.long, device=self.device),
         )
 
-    def annotate(self, windows: list[Window], tasks: list[TaskRequest]) -> list[dict[str, str]]:
-        runs = self.trace(windows, tasks, with_scores=False)
-        return [
-            {name: H.decode(self.tokenizer, ids, self.eos_ids) for name, (ids, _) in r.items()}
-            for r in runs
-        ]
-
-    def trace(
-        self, windows: list[Window], tasks: list[TaskRequest], *, with_scores: bool = True
-    ) -> list[dict[str, H.Trace]]:
-        """Generated ids (and per-step scores) per window and task, for parity checks."""
-        self.check_tasks(tasks)
-        waves = [self._wave(w) for w in windows]
-        if not windows or not tasks:
-            return [{} for _ in windows]
-        if self.encode_once:
-            try:
-                return self._run_encode_once(waves, tasks, with_scores)
-            except ModelInputError:
-                raise
-            except (AttributeError, TypeError, RuntimeError, ValueError) as e:
-                if getattr(self, "_encode_once_ok", False):
-                    raise
-                self._fall_back(f"{type(e).__name__}: {e}")
-        return self._run_remote(waves, tasks, with_scores)
-
     def encode(self, waves: list[np.ndarray]) -> list[Any]:
         """Audio-token embeddings per window ([tokens_i, hidden]), one encoder pass."""
         values, lengths = self._batch(waves)
@@ -248,13 +191,11 @@ class MiDashengLMModel(AudioModel):
         args = H.greedy_kwargs(self.max_new_tokens, self.eos_ids, self.pad_id)
         return {**args, **H.trace_kwargs(with_scores)}
 
-    def _run_encode_once(
-        self, waves: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool
-    ):
+    def _run_fast(self, waves: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
         import torch
 
         with torch.inference_mode():
-            traces = H.annotate_tasks(
+            return annotate_tasks(
                 self.model.decoder,
                 self.encode(waves),
                 self.audio_id,
@@ -264,10 +205,8 @@ class MiDashengLMModel(AudioModel):
                 self.eos_ids,
                 with_scores,
             )
-        self._encode_once_ok = True
-        return [{t.name: row[k] for k, t in enumerate(tasks)} for row in traces]
 
-    def _run_remote(self, waves: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
+    def _run_reference(self, waves: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
         import torch
 
         results: list[dict[str, H.Trace]] = [{} for _ in waves]
