@@ -99,34 +99,96 @@ def query(
 
 @bench_app.command("serve")
 def bench_serve(
-    model: Annotated[str, typer.Option(help="FAMILY or FAMILY:CHECKPOINT")] = "whisper:tiny.en",
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="FAMILY[:CHECKPOINT], or eureka-tiny (the offline stand-in, built in the work "
+            "dir); repeat for several. Default: whisper:tiny.en and eureka-tiny"
+        ),
+    ] = None,
     config: ServeConfigOpt = None,
     clients: Annotated[str, typer.Option(help="Concurrent client counts")] = "1,8,32",
     rounds: Annotated[int, typer.Option(help="Requests per client at each level")] = 4,
     min_requests: Annotated[int, typer.Option(help="Requests at least, per level")] = 16,
-    max_batch_size: Annotated[int | None, typer.Option(help="@serve.batch size when on")] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="@serve.batch size with batching on; off: 1  [default: 32]")
+    ] = None,
+    batch_wait_s: Annotated[
+        float | None, typer.Option(help="@serve.batch wait timeout, s (default: the spec's)")
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Generation limit per task; the stand-in always reaches it  [default: 128]"
+        ),
+    ] = None,
+    tasks: Annotated[str | None, typer.Option(help="Tasks per request (default: asr)")] = None,
     clips: Annotated[Path, typer.Option(help="Folder with manifest.jsonl")] = Path("data/demo"),
     cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
+    workdir: Annotated[str | None, typer.Option(help="Where to build the stand-in")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here")] = None,
 ) -> None:
-    """Throughput and p50/p99 latency at 1, 8, 32 clients with @serve.batch on and off."""
-    from earmark.bench.serve_bench import format_results, load_clips, results_json, run_serve_bench
+    """Throughput and p50/p99 latency at 1, 8, 32 clients with @serve.batch on and off, per
+    model, side by side; the same deployment both ways (off: max_batch_size 1)."""
+    from earmark.bench.common import workspace
+    from earmark.bench.serve_bench import (
+        DEFAULT_MAX_BATCH_SIZE,
+        DEFAULT_MAX_NEW_TOKENS,
+        DEFAULT_MODELS,
+        bench_spec,
+        format_bench,
+        load_clips,
+        resolve_model,
+        results_json,
+        run_serve_bench,
+    )
     from earmark.schemas import JobError
 
-    spec = _serve_spec(config, model, cpus)
-    if max_batch_size:
-        spec.batching.max_batch_size = max_batch_size
     try:
         levels = tuple(int(c) for c in clients.split(","))
-        results = run_serve_bench(
-            spec, load_clips(clips), concurrency=levels, rounds=rounds, min_requests=min_requests,
-            log=console.print,
-        )  # fmt: skip
-    except (JobError, ValueError, OSError) as exc:
-        _fail(str(exc), code=1)
-    typer.echo(format_results(results))
+    except ValueError:
+        _fail(f"--clients must be comma-separated integers, got {clients!r}")
+    with workspace(workdir, "earmark-bench-serve-") as work:
+        specs = []
+        for name in model or DEFAULT_MODELS:
+            try:
+                resolved = resolve_model(name, work)
+            except (ValueError, OSError) as exc:
+                _fail(f"cannot build {name}: {exc}")
+            spec = _serve_spec(config, resolved, cpus)
+            if tasks:
+                spec = _serve_spec_with_tasks(spec, tasks)
+            specs.append(
+                bench_spec(
+                    spec,
+                    max_batch_size=max_batch_size or DEFAULT_MAX_BATCH_SIZE,
+                    batch_wait_timeout_s=batch_wait_s,
+                    max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+                )
+            )
+        try:
+            benches = run_serve_bench(
+                specs, load_clips(clips), concurrency=levels, rounds=rounds,
+                min_requests=min_requests, log=console.print,
+            )  # fmt: skip
+        except (JobError, ValueError, OSError) as exc:
+            _fail(str(exc), code=1)
+    for b in benches:
+        typer.echo("\n" + format_bench(b))
     if json_out:
-        json_out.write_text(results_json(results))
+        json_out.write_text(results_json(benches))
+
+
+def _serve_spec_with_tasks(spec, tasks: str):
+    """The spec with other default tasks; a task the model cannot do is refused by name."""
+    from pydantic import ValidationError
+
+    from earmark.serve.config import ServeSpec
+
+    try:
+        return ServeSpec.model_validate({**spec.model_dump(), "tasks": tasks})
+    except (ValidationError, ValueError) as exc:
+        _fail(f"--tasks {tasks!r}: {exc}")
 
 
 @bench_app.command("decode")
@@ -134,11 +196,14 @@ def bench_decode_cmd(
     hours: Annotated[float, typer.Option(help="Hours of mixed-format audio to generate")] = 1.0,
     workdir: Annotated[str | None, typer.Option(help="Where to put the corpus")] = None,
     scale_check: Annotated[bool, typer.Option(help="Also measure peak RSS at 10× size")] = True,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Timed runs of the probe loop and the 1× scan (fastest)")
+    ] = 2,
 ) -> None:
     """Plain decode loop vs `earmark scan` on local Ray, per core; peak RSS at 1× and 10×."""
     from earmark.bench.decode_bench import bench_decode
 
-    bench_decode(hours, workdir, scale_check)
+    bench_decode(hours, workdir, scale_check, repeats=repeats)
 
 
 @bench_app.command("model")

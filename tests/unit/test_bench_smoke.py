@@ -14,7 +14,7 @@ import pytest
 from earmark.audio.decode import decode_audio
 from earmark.bench.common import TreeMonitor, conditions, table
 from earmark.bench.corpus import FORMATS, link_copies, mixed_corpus, repeated_demo
-from earmark.bench.decode_bench import loop_decode
+from earmark.bench.decode_bench import format_decode, loop_decode, timed_loop
 from earmark.bench.model_bench import bench_model, padding_table, window_durations
 
 
@@ -79,6 +79,24 @@ def test_mixed_corpus_formats_and_reuse(tmp_path):
     assert [f.stat().st_mtime_ns for f in mixed_corpus(tmp_path / "c", hours=0.1)] == mtimes
     audio, wall, cpu = loop_decode(files[:2], keep_samples=False)
     assert audio == pytest.approx(180.0, abs=0.5) and wall > 0 and cpu > 0
+    t = timed_loop(files[:1], keep_samples=False)  # under the monitor the scan runs under
+    assert t["audio_s"] == pytest.approx(60.0, abs=0.5) and t["cpu_s"] > 0
+    assert t["x"] == pytest.approx(t["audio_s"] / t["wall_s"])
+
+
+def test_decode_report_names_every_run():
+    r = {
+        "files": 20, "audio_hours": 1.0, "cores_used": 2, "repeats": 2,
+        "loop_resample_x": 500.0, "loop_resample_per_cpu": 600.0,
+        "loop_probe_x": 800.0, "loop_probe_per_cpu": 850.0, "loop_probe_runs_x": [780.0, 800.0],
+        "scan_x": 1200.0, "scan_per_core_x": 600.0, "per_core_ratio_vs_probe_loop": 0.75,
+        "scan_per_cpu": 700.0, "scan_runs_x": [1200.0, 1100.0],
+        "conditions": conditions(repeats=2),
+    }  # fmt: skip
+    text = format_decode(r)
+    assert "| earmark scan on Ray, 1× corpus | 2 " in text and "0.75" in text
+    assert "probe loop 780, 800; 1× scan 1200, 1100" in text and "fastest run" in text
+    assert "Peak RSS" not in text  # no 10× run: no memory table
 
 
 def test_link_copies_gives_distinct_names_same_bytes(tmp_path, demo_dir):
@@ -108,3 +126,40 @@ def test_table_and_conditions():
     assert text.splitlines()[0] == "| a  | b      |" and "1.23" in text and "12,346" in text
     c = conditions(extra=1)
     assert c["cores"] >= 1 and c["extra"] == 1 and "load_avg_1m" in c
+
+
+def test_serve_bench_off_differs_only_in_batch_size_and_checks_read_the_replica():
+    from earmark.bench.serve_bench import LevelResult, ModelBench, bench_spec, mode_spec
+    from earmark.serve.config import ServeSpec
+
+    base = ServeSpec.model_validate(
+        {"model": {"family": "eureka", "batch_size": 8}, "autoscaling": {"max_replicas": 3}}
+    )
+    spec = bench_spec(base, max_batch_size=32, batch_wait_timeout_s=0.2, max_new_tokens=64)
+    on, off = mode_spec(spec, "on").model_dump(), mode_spec(spec, "off").model_dump()
+    assert on["batching"] == {"max_batch_size": 32, "batch_wait_timeout_s": 0.2}
+    assert off["batching"] == {"max_batch_size": 1, "batch_wait_timeout_s": 0.2}
+    on.pop("batching"), off.pop("batching")
+    assert on == off  # the same deployment otherwise: a fair "off"
+    assert spec.model.batch_size == 32 and spec.model.max_new_tokens == 64  # one model call
+    assert spec.max_ongoing_requests == 64  # pinned: not derived from max_batch_size=1 when off
+    assert spec.autoscaling.min_replicas == spec.autoscaling.max_replicas == 1
+
+    def level(mode, clients, batches, busy=0.9):
+        n = sum(k * v for k, v in batches.items())
+        return LevelResult(
+            mode, clients, n, 0, 1.0, n, n, 1.0, 2.0, 1.0, calls=sum(batches.values()),
+            call_batches=batches, busy=busy,
+        )  # fmt: skip
+
+    cond = {"replica_cpus": 1.0}
+    one = {"on": {"torch": 1}, "off": {"torch": 1}}
+    good = ModelBench("m", cond, [level("on", 8, {8: 2}), level("off", 8, {1: 16})], one)
+    assert all(good.checks().values()), good.checks()
+    assert good.results[0].call_mean_batch == 8 and good.results[0].call_max_batch == 8
+    bad = ModelBench("m", cond, [level("on", 8, {1: 16}), level("off", 8, {1: 14, 2: 1}, 1.6)])
+    c = bad.checks()
+    assert not c["on_batches_above_1"] and not c["off_one_request_per_call"]
+    assert not c["off_calls_never_overlap"] and not c["threads_within_replica_cpus"]
+    two = {"on": {"OMP_NUM_THREADS": "2", "torch": 2}}
+    assert not ModelBench("m", cond, good.results, two).checks()["threads_within_replica_cpus"]

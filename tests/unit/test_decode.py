@@ -208,3 +208,100 @@ def test_two_hour_file_streams_without_holding_source(tmp_path):
     assert audio.duration_s == pytest.approx(seconds, abs=0.01)
     assert audio.samples is None
     assert peak < 50e6  # streaming: far below the 115 MB file or 460 MB decoded result
+
+
+def _reference_decode(path) -> np.ndarray:
+    """The pre-chunking algorithm: every frame converted and downmixed on its own, then one
+    resampler over the whole mono signal."""
+    import av
+
+    from earmark.audio.decode import frame_to_planar
+
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        frames = [(downmix(frame_to_planar(f)), f.sample_rate) for f in c.decode(stream)]
+    mono, sr = np.concatenate([m for m, _ in frames]), frames[0][1]
+    if sr == TARGET_SR:
+        return mono
+    rs = av.AudioResampler(format="flt", layout="mono", rate=TARGET_SR)
+    frame = av.AudioFrame.from_ndarray(mono[None, :], format="flt", layout="mono")
+    frame.sample_rate = sr
+    out = rs.resample(frame) + rs.resample(None)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in out])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "channels", "sr"),
+    [("wav16", 2, 44100), ("wav24", 6, 48000), ("ogg", 2, 22050), ("mp3", 1, 16000)],
+)
+def test_chunked_decode_equals_frame_by_frame(tmp_path, fmt, channels, sr):
+    """Chunks of CHUNK_SAMPLES (several here) give what frame-by-frame conversion gives."""
+    from earmark.audio.decode import CHUNK_SAMPLES
+
+    seconds = 3.5 * CHUNK_SAMPLES / sr
+    x = tone(700, sr, seconds, channels=channels, amp=0.3)
+    x[0] *= 0.5  # channels differ, so the downmix is visible
+    path = write(tmp_path / f"c.{EXT[fmt]}", x, sr, fmt)
+    got = decode_path(path)
+    ref = _reference_decode(path)
+    assert got.samples.shape == ref.shape
+    np.testing.assert_allclose(got.samples, ref, rtol=0, atol=1e-6)
+    probe = decode_path(path, keep_samples=False)
+    assert probe.samples is None
+    assert (probe.duration_s, probe.source_channels, probe.codec) == (
+        got.duration_s,
+        got.source_channels,
+        got.codec,
+    )
+
+
+def test_chunker_splits_where_the_frame_format_changes():
+    """Frames that switch sample format, layout or rate mid-stream are each downmixed by their
+    own rule; a chunk never mixes two formats."""
+    import av
+
+    from earmark.audio.decode import _Chunker, frame_to_planar
+
+    rng = np.random.default_rng(0)
+
+    def frame(fmt, layout, n, rate=16000):
+        ch = {"mono": 1, "stereo": 2, "5.1": 6}[layout]
+        if fmt.startswith("s16"):
+            data = rng.integers(-30000, 30000, (ch, n), dtype=np.int16)
+        else:
+            data = rng.uniform(-1, 1, (ch, n)).astype(np.float32)
+        if not fmt.endswith("p"):
+            data = np.ascontiguousarray(data.T).reshape(1, -1)
+        f = av.AudioFrame.from_ndarray(data, format=fmt, layout=layout)
+        f.sample_rate = rate
+        return f
+
+    frames = [
+        frame("s16", "stereo", 1000),
+        frame("s16", "stereo", 700),
+        frame("fltp", "stereo", 500),
+        frame("fltp", "5.1", 900),
+        frame("flt", "mono", 300),
+        frame("s16p", "5.1", 400, rate=22050),
+    ]
+    chunker, chunks = _Chunker(), []
+    for f in frames:
+        out = chunker.add(f, f.samples)
+        if out is not None:
+            chunks.append((out, chunker.rate))
+    chunks.append((chunker.flush(), chunker.rate))
+    assert [len(c) for c, _ in chunks] == [1700, 500, 900, 300, 400]
+    assert [r for _, r in chunks] == [16000] * 4 + [22050]
+    ref = np.concatenate([downmix(frame_to_planar(f)) for f in frames])
+    got = np.concatenate([c for c, _ in chunks])
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-7)
+
+
+def test_probe_finds_nan_without_resampling(tmp_path):
+    x = tone(300, 44100, 2.0, channels=2)
+    x[1, 5000] = np.inf
+    p = write(tmp_path / "inf.wav", x, 44100, "wavf32")
+    with pytest.raises(EarmarkError) as ei:
+        decode_path(p, keep_samples=False)
+    assert ei.value.kind == ErrorKind.NON_FINITE

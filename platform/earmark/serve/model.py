@@ -126,6 +126,19 @@ class AnnotatorDeployment:
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "max_batch_size": self._batched._get_max_batch_size(),
             "batch_wait_timeout_s": self._batched._get_batch_wait_timeout_s(),
+            "threads": self.threads(),
+        }
+
+    def threads(self) -> dict[str, Any]:
+        """CPU thread settings in this replica (Ray sets OMP_NUM_THREADS from num_cpus):
+        more threads than the replica's CPUs oversubscribe the cores other replicas use."""
+        import sys
+
+        torch = sys.modules.get("torch")
+        return {
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "torch": torch.get_num_threads() if torch is not None else None,
+            "ctranslate2": getattr(self.annotator.model, "cpu_threads", None),
         }
 
     def ping(self) -> str:
