@@ -205,7 +205,12 @@ def test_serve_spec_options_and_plan_check():
     spec = ServeSpec.model_validate({"batching": {"max_batch_size": 48}})
     opts = spec.model_deployment_options()
     assert opts["max_ongoing_requests"] >= 48  # else a replica could never fill a batch
-    assert opts["user_config"] == {"max_batch_size": 48, "batch_wait_timeout_s": 0.05}
+    assert opts["user_config"] == {
+        "max_batch_size": 48,
+        "batch_wait_timeout_s": 0.05,
+        "load_wait_fraction": 0.2,
+        "max_load_wait_s": 1.0,
+    }
     assert opts["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0.0}
     assert opts["autoscaling_config"]["min_replicas"] == 1
     with pytest.raises(ValueError, match="caption"):
@@ -223,3 +228,15 @@ def test_bench_arithmetic():
     mk = lambda mode, rps, p: LevelResult(mode, 8, 32, 0, 1.0, rps, rps, p, 2 * p, 4.0)  # noqa: E731
     table = format_results([mk("on", 6.0, 100.0), mk("off", 2.0, 400.0)])
     assert "3.00x" in table and "0.25x" in table
+
+
+def test_batch_wait_grows_only_under_load():
+    from earmark.serve.model import next_batch_wait
+
+    # a lone request: light load, the configured wait (single-client latency unchanged)
+    assert next_batch_wait(1, 6.0, 0.05, 0.2, 1.0) == 0.05
+    # a shared call: a fraction of its duration, between the configured wait and the cap
+    assert next_batch_wait(25, 3.0, 0.05, 0.2, 1.0) == pytest.approx(0.6)
+    assert next_batch_wait(25, 30.0, 0.05, 0.2, 1.0) == 1.0
+    assert next_batch_wait(25, 0.1, 0.05, 0.2, 1.0) == 0.05
+    assert next_batch_wait(25, 3.0, 0.05, 0.0, 1.0) == 0.05  # turned off

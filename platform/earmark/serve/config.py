@@ -30,6 +30,20 @@ class BatchingSpec(BaseModel):
     batch_wait_timeout_s: float = Field(
         default=0.05, ge=0, le=10, description="Longest wait for a batch to fill, seconds"
     )
+    load_wait_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description=(
+            "Under load (the last model call held more than one request), wait for the next "
+            "batch up to this fraction of that call's duration instead of batch_wait_timeout_s, "
+            "so the clients a call answered, whose next requests trickle back through the "
+            "ingress, fill one batch instead of splitting into two; 0 turns it off"
+        ),
+    )
+    max_load_wait_s: float = Field(
+        default=1.0, ge=0, le=10, description="Upper bound of that wait under load, seconds"
+    )
 
 
 class AutoscalingSpec(BaseModel):

@@ -15,6 +15,15 @@ closed 50 ms after its first arrival. Requests therefore wait at `idle` while a 
 enter the batch queue together when it ends, so the next batch takes everything that queued
 meanwhile (8 closed-loop clients, whisper tiny.en on CPU: a request's batch held 2.1 requests on
 average without the gate, 6.2 with it).
+
+Why the wait grows under load: when a call ends, the clients it answered send their next requests
+through the ingress (decode, windows, features: tens of ms of CPU each), so they reach the replica
+over a second or more. A 50 ms wait then closes the next batch on the first few, the rest queue
+behind it, and the load splits into two half-full batches that alternate (32 closed-loop clients
+on the eureka stand-in: calls of 6 and 25 requests). So after a call that held more than one
+request the next wait is `load_wait_fraction` of that call's duration (capped by
+`max_load_wait_s`); a lone request (light load) keeps `batch_wait_timeout_s`, so single-client
+latency is unchanged.
 """
 
 from __future__ import annotations
@@ -37,6 +46,13 @@ log = logging.getLogger(__name__)
 FATAL_AFTER_FAILURES = 3  # consecutive failed batches before the health check reports unhealthy
 
 Item = tuple[list[Window], list[dict[str, Any]]]  # (windows of one request, task dicts)
+
+
+def next_batch_wait(requests: int, call_s: float, base_s: float, fraction: float, cap_s: float):
+    """Wait for the batch after a model call of `requests` requests that took `call_s`."""
+    if requests <= 1 or fraction <= 0:
+        return base_s
+    return max(base_s, min(cap_s, fraction * call_s))
 
 
 def run_items(annotator: Annotator, items: list[Item]) -> list[dict[str, Any]]:
@@ -88,14 +104,17 @@ class AnnotatorDeployment:
         self.idle = asyncio.Event()  # set while no batch runs (see the module docstring)
         self.idle.set()
         self.pid = os.getpid()
+        self.base_wait_s, self.load_wait_fraction, self.max_load_wait_s = 0.05, 0.0, 0.0
         log.info("Annotator replica ready: %s (pid %d)", self.annotator.model.name, self.pid)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        """user_config: {max_batch_size, batch_wait_timeout_s}; applied live."""
+        """user_config (`BatchingSpec` fields); applied live."""
         if "max_batch_size" in config:
             self._batched.set_max_batch_size(int(config["max_batch_size"]))
-        if "batch_wait_timeout_s" in config:
-            self._batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+        self.base_wait_s = float(config.get("batch_wait_timeout_s", self.base_wait_s))
+        self.load_wait_fraction = float(config.get("load_wait_fraction", self.load_wait_fraction))
+        self.max_load_wait_s = float(config.get("max_load_wait_s", self.max_load_wait_s))
+        self._batched.set_batch_wait_timeout_s(self.base_wait_s)
 
     async def annotate(self, windows: list[Window], tasks: list[dict[str, Any]]) -> dict[str, Any]:
         """Row fields for one request's windows, plus the size of the batch it rode in."""
@@ -107,6 +126,7 @@ class AnnotatorDeployment:
         n = len(items)
         self.batch_sizes[n] += 1
         self.idle.clear()
+        t0 = time.perf_counter()
         try:
             results = await asyncio.to_thread(run_items, self.annotator, items)
             self.failures = 0
@@ -117,6 +137,14 @@ class AnnotatorDeployment:
             log.exception("batch of %d requests failed", n)
             results = [{"error": f"{type(exc).__name__}: {exc}", "kind": "internal"}] * n
         finally:
+            wait = next_batch_wait(
+                n,
+                time.perf_counter() - t0,
+                self.base_wait_s,
+                self.load_wait_fraction,
+                self.max_load_wait_s,
+            )
+            self._batched.set_batch_wait_timeout_s(wait)
             self.idle.set()
         return [{**r, "batch_size": n} for r in results]
 
@@ -126,6 +154,8 @@ class AnnotatorDeployment:
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "max_batch_size": self._batched._get_max_batch_size(),
             "batch_wait_timeout_s": self._batched._get_batch_wait_timeout_s(),
+            "base_wait_s": self.base_wait_s,
+            "load_wait_fraction": self.load_wait_fraction,
             "threads": self.threads(),
         }
 
