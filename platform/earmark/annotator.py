@@ -5,12 +5,20 @@ Batch: Ray Data hands it a block of decoded files (one row per file, windows pic
 runs every requested task on each bucket with one encoder pass (the backend's contract), and
 merges the windows back into one output row per file. A window the model refuses or a bucket that
 crashes costs only the files involved: they become `error` rows at stage `infer`.
+
+Given an `output`, the batch job's Annotator also writes each block's rows as one shard before
+the call returns (`earmark.batch.stages.write_rows`: deterministic name, atomic) and returns only
+the summary columns, so finished rows never travel through the object store to a writer stage.
+A block whose call did not return is retried by Ray Data on another actor and rewrites the same
+shard name. Model calls hold a lock, so callers on several threads (Serve, a threaded actor) never
+run two model calls at once on one device or thread pool.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -80,9 +88,18 @@ def merge_windows(
 class Annotator:
     """Loads a model once in __init__; `__call__` annotates a Ray Data block of files."""
 
-    def __init__(self, model: ModelSpec | dict, tasks: list[TaskRequest] | list[dict]) -> None:
+    def __init__(
+        self,
+        model: ModelSpec | dict,
+        tasks: list[TaskRequest] | list[dict],
+        output: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
         self.spec = model if isinstance(model, ModelSpec) else ModelSpec.model_validate(model)
         self.tasks = [t if isinstance(t, TaskRequest) else TaskRequest(**t) for t in tasks]
+        self.output = output  # batch job: write each block's rows as a shard (see module doc)
+        self.storage_options = storage_options or {}
+        self._model_lock = threading.Lock()  # one model call at a time, whatever the threads
         self.model: AudioModel = load_model(self.spec)
         self.model.check_tasks(self.tasks)
         self.family = self.model.info.name
@@ -92,6 +109,13 @@ class Annotator:
         self, windows: list[Window], tasks: list[TaskRequest] | None = None
     ) -> tuple[list[dict[str, str] | None], list[str | None], tuple[int, int]]:
         """Texts per window (None where the window failed), error per window, padding counts."""
+        texts, errors, pad, _ = self._annotate_windows(windows, tasks)
+        return texts, errors, pad
+
+    def _annotate_windows(
+        self, windows: list[Window], tasks: list[TaskRequest] | None = None
+    ) -> tuple[list[dict[str, str] | None], list[str | None], tuple[int, int], float]:
+        """`annotate_windows` plus the seconds spent in the model (lock waits excluded)."""
         tasks = tasks or self.tasks
         texts: list[dict[str, str] | None] = [None] * len(windows)
         errors: list[str | None] = [None] * len(windows)
@@ -104,23 +128,39 @@ class Annotator:
                 errors[i] = str(exc)
         sub = [windows[i] for i in good]
         buckets = bucket_windows(sub, self.spec.batch_size)
+        model_s = 0.0
         for bucket in buckets:
             idx = [good[j] for j in bucket]
-            try:
-                outs = self.model.annotate([windows[i] for i in idx], tasks)
-                for i, o in zip(idx, outs, strict=True):
-                    texts[i] = o
-            except Exception as exc:  # isolate the bad window: retry one by one
-                log.warning("batch of %d windows failed (%s); retrying one by one", len(idx), exc)
-                for i in idx:
-                    try:
-                        texts[i] = self.model.annotate([windows[i]], tasks)[0]
-                    except Exception as one_exc:
-                        errors[i] = f"{type(one_exc).__name__}: {one_exc}"
-        return texts, errors, padding_of(sub, buckets)
+            with self._model_lock:
+                t0 = time.perf_counter()
+                try:
+                    outs = self.model.annotate([windows[i] for i in idx], tasks)
+                    for i, o in zip(idx, outs, strict=True):
+                        texts[i] = o
+                except Exception as exc:  # isolate the bad window: retry one by one
+                    log.warning(
+                        "batch of %d windows failed (%s); retrying one by one", len(idx), exc
+                    )
+                    for i in idx:
+                        try:
+                            texts[i] = self.model.annotate([windows[i]], tasks)[0]
+                        except Exception as one_exc:
+                            errors[i] = f"{type(one_exc).__name__}: {one_exc}"
+                model_s += time.perf_counter() - t0
+        return texts, errors, padding_of(sub, buckets), model_s
 
     # -- Ray Data batch method ---------------------------------------------------------------
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """Annotated rows of a block; with an `output`: its shard written, summary columns."""
+        table = self.annotate_block(batch)
+        if self.output is None:
+            return table
+        from earmark.batch.stages import write_rows
+
+        return write_rows(table, self.output, self.storage_options)
+
+    def annotate_block(self, batch: pa.Table) -> pa.Table:
+        """Decoded rows (work schema) → the same rows annotated, payloads dropped."""
         rows = batch.to_pylist()
         todo = [r for r in rows if r.get("payload") is not None and r["status"] == "ok"]
         all_windows: list[Window] = []
@@ -129,9 +169,7 @@ class Annotator:
             ws = pickle.loads(r["payload"])
             all_windows += ws
             owner += [k] * len(ws)
-        t0 = time.perf_counter()
-        texts, errors, (real, padded) = self.annotate_windows(all_windows)
-        elapsed = time.perf_counter() - t0
+        texts, errors, (real, padded), elapsed = self._annotate_windows(all_windows)
         total_audio = sum(w.num_samples for w in all_windows) or 1
         for k, r in enumerate(todo):
             mine = [i for i, o in enumerate(owner) if o == k]
@@ -169,14 +207,13 @@ class Annotator:
         tasks = tasks or self.tasks
         self.model.check_tasks(tasks)
         windows = make_windows(audio_id, samples, type(self.model))
-        t0 = time.perf_counter()
-        texts, errors, _ = self.annotate_windows(windows, tasks)
+        texts, errors, _, elapsed = self._annotate_windows(windows, tasks)
         bad = [e for e in errors if e]
         if bad:
             raise ModelInputError(bad[0])
         fields = merge_windows(windows, texts, tasks, self.family)  # type: ignore[arg-type]
         fields.update(
-            infer_s=time.perf_counter() - t0,
+            infer_s=elapsed,
             num_windows=len(windows),
             model=self.model.name,
             model_revision=self.spec.revision,

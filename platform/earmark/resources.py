@@ -14,8 +14,6 @@ from typing import Any
 
 from earmark.schemas import JobError, ResourceSpec
 
-WRITER_NUM_CPUS = 0.1  # writing a shard is I/O; it must never wait for a whole core
-
 
 @dataclass(frozen=True)
 class ClusterSize:

@@ -184,6 +184,7 @@ def test_annotator_worker_killed_mid_job(tmp_path, ray_session):
     ids = read_output(str(out), columns=["audio_id"]).column("audio_id").to_pylist()
     assert len(ids) == 24 == len(set(ids))
     assert result["summary"].duplicates_removed == 0  # retried batches overwrote, never doubled
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]  # no half-written shard
 
 
 def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path):

@@ -1,21 +1,27 @@
 """The Ray Data graph, in data-flow order:
 
-    listing rows → decode + resample + segment (CPU tasks)
-                 → Annotator (actor pool; length-bucketed, encode once per window)
-                 → ShardWriter (deterministic, atomic Parquet shards) → summary rows
+    listing groups → decode + resample + segment (CPU tasks)
+                   → Annotator (actor pool; length-bucketed, encode once per window; writes
+                     each batch as one deterministic, atomic Parquet shard) → summary rows
 
-`earmark scan` is the same graph without the Annotator.
+`earmark scan` is the same graph without the Annotator: each decode task writes its group's
+shard. There is no writer stage. A separate one cost a task launch and an object-store round
+trip per batch. On 2 cores it also stalled the pool: a 0.1-CPU writer task found no CPU while a
+1-CPU decode task and a 1-CPU actor held both, so finished rows queued up, Ray Data
+backpressured the Annotator and the actor sat idle until decoding ended (`bench run`, eureka,
+462 files: 3.8 s idle in a 51 s run on a quiet machine, 4.4 s in 76 s under load).
 """
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pyarrow as pa
 
 from earmark.annotator import Annotator
-from earmark.batch.stages import DecodeStage, ShardWriter, to_work_table
-from earmark.resources import WRITER_NUM_CPUS, annotator_options
+from earmark.batch.stages import DecodeStage, to_work_table, write_rows
+from earmark.resources import annotator_options
 from earmark.schemas import JobSpec
 
 LISTING_SCHEMA = pa.schema(
@@ -38,10 +44,10 @@ MAX_LISTING_BLOCKS = 4096  # at most this many decode tasks; past it files share
 # cheap. The UDF yields file by file, so Ray Data can cut its output into blocks as it goes.
 DECODE_TASK_BYTES = 8 << 20  # compressed bytes per decode task (≈1 min of WAV, ≈8 of MP3)
 RESERVE_OP_RESOURCES = False  # Ray Data's per-operator resource reservation (see build_dataset)
-# A shard write takes ~30 ms locally (more on S3); each concurrent writer is a worker process of
-# ~150 MB RSS. Uncapped, 0.1-CPU writers grew a 2-CPU scan from 12 to 19 processes (+1.1 GB).
-WRITER_TASKS_PER_CPU = 0.25  # concurrent writer tasks per cluster CPU ...
-WRITER_MAX_TASKS = 16  # ... at most this many, at least one
+# Blocks handed to one Annotator actor at a time: one in the model, the next one fetched and
+# converted meanwhile (Ray Data runs the UDF itself one call at a time), so the model never waits
+# for the driver to dispatch. Two, as before, bounds the decoded audio queued per actor.
+ANNOTATOR_BLOCKS_IN_FLIGHT = 2
 
 
 def listing_table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -54,50 +60,45 @@ def build_dataset(spec: JobSpec, todo: list[dict[str, Any]], *, with_model: bool
     import ray.data
 
     # Ray Data's per-operator reservation splits half the cluster evenly between the eligible
-    # operators: on a small cluster it holds half a CPU for the 0.1-CPU writer and caps the
-    # decode stage at one task (2 CPUs: scan 1.6× slower, `earmark bench decode`). Without it,
-    # object-store backpressure still bounds the blocks in flight, and the writer pool is capped
-    # below so that 0.1-CPU writers cannot fill the machine with idle worker processes.
+    # operators: on a small cluster it caps the decode stage at one task (2 CPUs: scan 1.6×
+    # slower, `earmark bench decode`). Without it, object-store backpressure still bounds the
+    # blocks in flight.
     ray.data.DataContext.get_current().op_resource_reservation_enabled = RESERVE_OP_RESOURCES
-    table = listing_table(todo)
     res = spec.resources
-    blocks = [table.slice(start, n) for start, n in decode_groups(todo, res.files_per_batch)]
     family = spec.model.family if with_model else None
-
-    ds = ray.data.from_arrow(blocks)
+    # One item (the pickled listing rows of a group) per block, built in this process: Ray's
+    # from_arrow runs a remote metadata task per block before anything starts (one per group,
+    # up to 4096; 58 groups of 462 files on 2 cores: first decode task after 4.7 s quiet, 6.6 s
+    # under load, against 0.6 s now).
+    groups = [
+        {"files": pickle.dumps(todo[start : start + n], protocol=pickle.HIGHEST_PROTOCOL)}
+        for start, n in decode_groups(todo, res.files_per_batch)
+    ]
+    ds = ray.data.from_items(groups, override_num_blocks=max(1, len(groups)))
     ds = ds.map_batches(
         _decode_fn(spec, family),
-        batch_size=None,  # one listing block (see decode_groups) per task
+        batch_size=None,  # one group (see decode_groups) per task
         batch_format="pyarrow",
         num_cpus=res.decode_num_cpus,
     )
     if with_model:
+        model_args = (spec.model.model_dump(), [t.model_dump() for t in spec.tasks])
         ds = ds.map_batches(
             Annotator,
-            fn_constructor_args=(spec.model.model_dump(), [t.model_dump() for t in spec.tasks]),
-            batch_size=res.files_per_batch,
+            fn_constructor_args=(*model_args, spec.output, spec.storage_options),
+            batch_size=res.files_per_batch,  # one batch = one shard
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+            compute=ray.data.ActorPoolStrategy(
+                min_size=res.min_actors,
+                max_size=res.max_actors,
+                max_tasks_in_flight_per_actor=ANNOTATOR_BLOCKS_IN_FLIGHT,
+                max_concurrent_calls_per_actor=ANNOTATOR_BLOCKS_IN_FLIGHT,
+            ),
             max_restarts=-1,  # a killed actor is replaced ...
             max_task_retries=-1,  # ... and its batch handed to another one
             **annotator_options(res),
         )
-    ds = ds.map_batches(
-        _writer_fn(spec),
-        batch_size=res.files_per_batch,
-        batch_format="pyarrow",
-        num_cpus=WRITER_NUM_CPUS,
-        compute=ray.data.TaskPoolStrategy(size=writer_tasks()),
-    )
     return ds
-
-
-def writer_tasks() -> int:
-    """Concurrent shard writers for the connected cluster (each task needs a worker process)."""
-    import ray
-
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    return max(1, min(WRITER_MAX_TASKS, int(cpus * WRITER_TASKS_PER_CPU)))
 
 
 def decode_groups(rows: list[dict[str, Any]], max_files: int) -> list[tuple[int, int]]:
@@ -125,22 +126,22 @@ def decode_groups(rows: list[dict[str, Any]], max_files: int) -> list[tuple[int,
 
 
 def _decode_fn(spec: JobSpec, family: str | None):
-    limits, opts, job_id = spec.limits.model_dump(), spec.storage_options, spec.job_id
+    limits, opts, job_id, output = (
+        spec.limits.model_dump(),
+        spec.storage_options,
+        spec.job_id,
+        spec.output,
+    )
 
     def decode(batch: pa.Table):
         stage = DecodeStage(limits, opts, job_id, family)
+        recs = [r for g in batch.column("files").to_pylist() for r in pickle.loads(g)]
+        if family is None:  # scan: rows without samples are small; the group is one shard
+            yield write_rows(to_work_table([stage.decode_one(r) for r in recs]), output, opts)
+            return
         # yielded per file: Ray Data emits a block whenever its target block size is reached,
         # so a task holds at most about one block plus the file being decoded
-        for rec in batch.to_pylist():
+        for rec in recs:
             yield to_work_table([stage.decode_one(rec)])
 
     return decode
-
-
-def _writer_fn(spec: JobSpec):
-    output, opts = spec.output, spec.storage_options
-
-    def write(batch: pa.Table) -> pa.Table:
-        return ShardWriter(output, opts)(batch)
-
-    return write

@@ -79,6 +79,8 @@ def run_job(
             raise
         except Exception as exc:
             raise JobError(_explain_failure(exc)) from exc
+        # an Annotator killed mid-write leaves its temp file; its batch was rewritten elsewhere
+        clean_temp(spec.output, spec.storage_options)
     summary.duplicates_removed = repair_duplicates(spec.output, spec.storage_options)
     summary.finish(acc, time.perf_counter() - t0)
     fs, root = get_fs(spec.output, spec.storage_options)

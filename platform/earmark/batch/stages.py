@@ -1,4 +1,8 @@
-"""The CPU stages of the job as callable classes over Arrow blocks: decode and write."""
+"""The CPU stages of the job over Arrow blocks: decode, and the shard write that ends a batch.
+
+The write has no stage of its own: the task or actor that produced a batch's rows writes them
+(`write_rows`), the decode task in `earmark scan`, the Annotator actor in `earmark run`.
+"""
 
 from __future__ import annotations
 
@@ -134,21 +138,16 @@ def to_work_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(cols, schema=WORK_SCHEMA)
 
 
-class ShardWriter:
-    """Writes each batch as one deterministic, atomic Parquet shard; returns summary columns."""
-
-    def __init__(self, output: str, storage_options: dict[str, Any] | None) -> None:
-        self.output = output
-        self.storage_options = storage_options or {}
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        if batch.num_rows == 0:
-            return batch.select(SUMMARY_COLUMNS)
-        now = dt.datetime.now(dt.UTC)
-        table = batch.set_column(
-            batch.schema.get_field_index("created_at"),
-            pa.field("created_at", pa.timestamp("us", tz="UTC")),
-            pa.array([now] * batch.num_rows, pa.timestamp("us", tz="UTC")),
-        )
-        write_shard(table, self.output, self.storage_options)
-        return table.select(SUMMARY_COLUMNS)
+def write_rows(batch: pa.Table, output: str, storage_options: dict[str, Any] | None) -> pa.Table:
+    """Write a batch of finished rows as one deterministic, atomic Parquet shard (named by its
+    sorted audio_ids, so a retried batch overwrites it); returns the summary columns."""
+    if batch.num_rows == 0:
+        return batch.select(SUMMARY_COLUMNS)
+    now = dt.datetime.now(dt.UTC)
+    table = batch.set_column(
+        batch.schema.get_field_index("created_at"),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.array([now] * batch.num_rows, pa.timestamp("us", tz="UTC")),
+    )
+    write_shard(table, output, storage_options or {})
+    return table.select(SUMMARY_COLUMNS)

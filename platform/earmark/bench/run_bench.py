@@ -4,7 +4,8 @@ One run, side by side, on the demo corpus linked until it holds ≥ `minutes` of
 model (the real whisper tiny.en, on `whisper_minutes`, and the eureka stand-in with a few new
 tokens), with the actor pool `earmark run` uses by default (1 actor × 1 CPU) unless told:
 
-- earmark: `run_job` (decode tasks → length-bucketed Annotator actor pool → Parquet shards);
+- earmark: `run_job` (decode tasks → length-bucketed Annotator actor pool, which writes the
+  Parquet shards itself);
 - naive Ray Data: `read_binary_files` → `map_batches` with a callable class that decodes each
   file and calls the model once per file (no cross-file batching, no bucketing) → Parquet,
   with the same backend (`load_model`), actor pool size and CPUs per actor;
@@ -14,13 +15,15 @@ tokens), with the actor pool `earmark run` uses by default (1 actor × 1 CPU) un
 
 Figures: audio hours per wall hour, end to end (actor start and model load included for both
 Ray recipes), and audio seconds per CPU second of every process involved, which a busy machine
-disturbs much less than wall time. Then `earmark run` is repeated on a small corpus and on it
+disturbs much less than wall time, next to the 1-minute load average as each path started.
+Then `earmark run` is repeated on a small corpus and on it
 linked `copies`×, with the summed RSS of the driver and all Ray processes sampled: peak memory
 must stay flat.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -224,10 +227,13 @@ def bench_run(
                 link_copies(files[:WARMUP_FILES], work / "warm", 1)
                 run_earmark(work / "warm", work / "out_warm", *args)
             say(f"{fam}: plain loop on {len(loop_files)} files")
+            load = {"loop": load_1m()}
             loop_a, loop_w, loop_cpu = run_loop(loop_files, spec, tasks)
             say(f"{fam}: earmark run on {len(files)} files ({corpus_s / 60:.1f} min)")
+            load["earmark"] = load_1m()
             s, mon = run_earmark(work / f"corpus_{mins:g}min", work / f"out_earmark_{fam}", *args)
             say(f"{fam}: naive Ray Data recipe on {len(files)} files")
+            load["naive"] = load_1m()
             naive_a, naive_w, naive_mon = run_naive(files, work / f"out_naive_{fam}", *args)
             r = {
                 "files": len(files),
@@ -243,6 +249,7 @@ def bench_run(
                 "naive_wall_s": naive_w,
                 "loop_wall_s": loop_w,
                 "loop_files": len(loop_files),
+                "load_1m": load,  # 1-minute load average as each path started
                 "padding_fraction": s.padding_fraction,
                 "infer_realtime_factor": s.infer_realtime_factor,
             }
@@ -270,6 +277,11 @@ def bench_run(
     )
     print(format_run(res))
     return res
+
+
+def load_1m() -> float:
+    """The machine's 1-minute load average: on a shared machine it explains most surprises."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
 
 
 def memory_check(
@@ -310,16 +322,18 @@ def format_run(r: dict[str, Any]) -> str:
     models = list(r["models"].items())
     rows = []
     for fam, m in r["models"].items():
+        ld = m["load_1m"]
         rows += [
             [fam, "earmark run", m["earmark_x"], m["earmark_wall_s"], m["earmark_vs_naive"],
-             m["earmark_vs_loop"], m["earmark_per_cpu"], m["earmark_vs_naive_per_cpu"]],
+             m["earmark_vs_loop"], m["earmark_per_cpu"], m["earmark_vs_naive_per_cpu"],
+             ld["earmark"]],
             [fam, "naive Ray Data", m["naive_x"], m["naive_wall_s"], 1.0, m["naive_vs_loop"],
-             m["naive_per_cpu"], 1.0],
+             m["naive_per_cpu"], 1.0, ld["naive"]],
             [fam, f"plain loop ({m['loop_files']} files)", m["loop_x"], m["loop_wall_s"], "-",
-             1.0, m["loop_per_cpu"], "-"],
+             1.0, m["loop_per_cpu"], "-", ld["loop"]],
         ]  # fmt: skip
     heads = ["model", "path", "audio h / wall h", "wall s", "vs naive", "vs loop",
-             "audio s / CPU s", "per CPU vs naive"]  # fmt: skip
+             "audio s / CPU s", "per CPU vs naive", "load 1m at start"]  # fmt: skip
     out = [
         "## Run: demo corpus repeated; "
         + "; ".join(f"{f}: {m['files']} files, {m['audio_min']:.1f} min" for f, m in models),
