@@ -20,5 +20,6 @@ out = Console()  # results (tables, JSON) on stdout
 
 def fail(msg: str, code: int = 2) -> NoReturn:
     """Print an error without a traceback and exit with `code`."""
-    console.print(f"[bold red]error:[/] {msg}")
+    # soft wrap: a long path or URL in the message stays one piece (copy-paste, grep)
+    console.print(f"[bold red]error:[/] {msg}", soft_wrap=True, markup=True, highlight=False)
     raise typer.Exit(code)
