@@ -107,15 +107,9 @@ class Annotator:
     # -- windows → texts -------------------------------------------------------------------
     def annotate_windows(
         self, windows: list[Window], tasks: list[TaskRequest] | None = None
-    ) -> tuple[list[dict[str, str] | None], list[str | None], tuple[int, int]]:
-        """Texts per window (None where the window failed), error per window, padding counts."""
-        texts, errors, pad, _ = self._annotate_windows(windows, tasks)
-        return texts, errors, pad
-
-    def _annotate_windows(
-        self, windows: list[Window], tasks: list[TaskRequest] | None = None
     ) -> tuple[list[dict[str, str] | None], list[str | None], tuple[int, int], float]:
-        """`annotate_windows` plus the seconds spent in the model (lock waits excluded)."""
+        """Texts per window (None where the window failed), error per window, padding counts,
+        and the seconds spent in the model (lock waits excluded)."""
         tasks = tasks or self.tasks
         texts: list[dict[str, str] | None] = [None] * len(windows)
         errors: list[str | None] = [None] * len(windows)
@@ -169,7 +163,7 @@ class Annotator:
             ws = pickle.loads(r["payload"])
             all_windows += ws
             owner += [k] * len(ws)
-        texts, errors, (real, padded), elapsed = self._annotate_windows(all_windows)
+        texts, errors, (real, padded), elapsed = self.annotate_windows(all_windows)
         total_audio = sum(w.num_samples for w in all_windows) or 1
         for k, r in enumerate(todo):
             mine = [i for i, o in enumerate(owner) if o == k]
@@ -207,7 +201,7 @@ class Annotator:
         tasks = tasks or self.tasks
         self.model.check_tasks(tasks)
         windows = make_windows(audio_id, samples, type(self.model))
-        texts, errors, _, elapsed = self._annotate_windows(windows, tasks)
+        texts, errors, _, elapsed = self.annotate_windows(windows, tasks)
         bad = [e for e in errors if e]
         if bad:
             raise ModelInputError(bad[0])

@@ -87,25 +87,6 @@ def to_float32(arr: np.ndarray, base: str) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def frame_to_planar(frame: Any) -> np.ndarray:
-    """(channels, samples) float32 from any PyAV audio frame, packed or planar, int or float.
-
-    Packed frames come out of `to_ndarray()` interleaved as (1, samples*channels).
-    """
-    channels = frame.layout.nb_channels
-    arr = frame.to_ndarray()
-    if not frame.format.is_planar:
-        arr = arr.reshape(-1, channels).T
-    return to_float32(arr, frame.format.name.rstrip("p"))
-
-
-def downmix(planar: np.ndarray) -> np.ndarray:
-    """Channel mean of a (channels, samples) array → (samples,) float32."""
-    if planar.ndim == 1:
-        return planar.astype(np.float32, copy=False)
-    return planar.mean(axis=0, dtype=np.float32)
-
-
 class _Chunker:
     """Decoded frames → mono float32 chunks at the source rate (see the module docstring).
 

@@ -69,9 +69,7 @@ def run_items(annotator: Annotator, items: list[Item]) -> list[dict[str, Any]]:
         tasks = [TaskRequest(**t) for t in items[idx[0]][1]]
         windows = [w for i in idx for w in items[i][0]]
         owner = [i for i in idx for _ in items[i][0]]
-        t0 = time.perf_counter()
-        texts, errors, _ = annotator.annotate_windows(windows, tasks)
-        elapsed = time.perf_counter() - t0
+        texts, errors, _, elapsed = annotator.annotate_windows(windows, tasks)
         total = sum(w.num_samples for w in windows) or 1
         for i in idx:
             mine = [k for k, o in enumerate(owner) if o == i]
