@@ -185,6 +185,11 @@ class ModelSpec(BaseModel):
     )
     batch_size: int = Field(default=8, ge=1, le=512, description="Windows per model call")
     max_new_tokens: int = Field(default=256, ge=1, le=8192, description="Generation limit per task")
+    pack_windows: bool = Field(
+        default=True,
+        description="whisper: lay short windows of one call end to end in shared 30 s encoder "
+        "inputs (fewer encoder passes; see models/whisper_pack.py); other families ignore it",
+    )
 
     @classmethod
     def parse(cls, text: str, **kw: Any) -> ModelSpec:

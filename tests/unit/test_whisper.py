@@ -59,8 +59,43 @@ def test_tiny_en_transcribes_demo_speech(model: WhisperModel, demo) -> None:
     out = model.annotate([window(a, i, r["uri"]) for i, (r, a) in enumerate(speech)], ASR)
     hyps = [o["asr"] for o in out]
     assert wer([r["text"] for r, _ in speech], hyps) < WER_BOUND
-    assert model.stats.windows >= len(speech)
-    assert 0.5 < model.stats.padding_fraction < 1.0  # short clips in 30 s encoder inputs
+
+
+def test_packing_shares_encoder_passes_and_keeps_each_window_its_words(demo) -> None:
+    speech = [(r, a) for r, a in demo if r["labels"] == "speech"]  # 12 clips of 3.6-5.0 s
+    windows = [window(a, i, r["uri"]) for i, (r, a) in enumerate(speech)]
+    refs = [r["text"] for r, _ in speech]
+    packed, alone = WhisperModel(), WhisperModel(pack_windows=False)
+    got = [o["asr"] for o in packed.annotate(windows, ASR)]
+    want = [o["asr"] for o in alone.annotate(windows, ASR)]
+    # 12 windows of ~4.2 s (+0.5 s gaps) fill three 29 s inputs instead of twelve
+    assert packed.stats.encoder_passes == 3 and alone.stats.encoder_passes == 12
+    assert packed.stats.padding_fraction < 0.5 < alone.stats.padding_fraction
+    assert wer(refs, got) <= wer(refs, want) + 0.02  # measured: 0.0 packed, 0.03 alone
+    for ref, hyp in zip(refs, got, strict=True):  # no window got a neighbour's sentence
+        assert wer([ref], [hyp]) < 0.25, (ref, hyp)
+
+
+def test_packed_windows_without_certain_text_go_back_to_the_one_window_path(demo) -> None:
+    speech = [a for r, a in demo if r["labels"] == "speech"]
+    noise = next(a for r, a in demo if r["labels"] == "noise")
+    samples = [speech[0], noise, np.zeros(SR, np.float32), speech[1]]
+    windows = [window(s, i) for i, s in enumerate(samples)]
+    packed, alone = WhisperModel(), WhisperModel(pack_windows=False)
+    got = [o["asr"] for o in packed.annotate(windows, ASR)]
+    want = [o["asr"] for o in alone.annotate(windows, ASR)]
+    # noise and silence get no segment in the pack: their text comes from the one-window rules
+    assert got[1:3] == want[1:3] == ["", ""]
+    assert got[0] and got[3] and normalize(got[0]) != normalize(got[3])
+    assert packed.stats.encoder_passes == 1 + 2  # one pack, two windows sent back
+    # a token budget too small to close any segment: every packed window is redone alone
+    short, short_alone = (
+        WhisperModel(max_new_tokens=3),
+        WhisperModel(max_new_tokens=3, pack_windows=False),
+    )
+    got = [o["asr"] for o in short.annotate(windows, ASR)]
+    assert got == [o["asr"] for o in short_alone.annotate(windows, ASR)]
+    assert short.stats.encoder_passes == 1 + 4
 
 
 def test_batched_equals_one_by_one(model: WhisperModel, demo) -> None:
@@ -78,7 +113,7 @@ def test_batched_equals_one_by_one(model: WhisperModel, demo) -> None:
         speech[10],
     ]
     windows = [window(s, i) for i, s in enumerate(samples)]
-    batched = WhisperModel(batch_mode="batched", batch_size=8)
+    batched = WhisperModel(batch_mode="batched", batch_size=8, pack_windows=False)
     sequential = WhisperModel(batch_mode="sequential")
     got = [o["asr"] for o in batched.annotate(windows, ASR)]
     want = [o["asr"] for o in sequential.annotate(windows, ASR)]

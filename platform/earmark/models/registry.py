@@ -70,10 +70,12 @@ def model_class(name: str) -> type[AudioModel]:
 def load_model(spec: ModelSpec) -> AudioModel:
     """Load the backend a ModelSpec names (weights are read here, once)."""
     cls = model_class(spec.family)
+    extra = {"pack_windows": spec.pack_windows} if spec.family == "whisper" else {}
     return cls(
         spec.checkpoint,
         device=spec.device,
         dtype=spec.dtype,
         revision=spec.revision,
         max_new_tokens=spec.max_new_tokens,
+        **extra,
     )
