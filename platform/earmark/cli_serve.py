@@ -123,6 +123,13 @@ def bench_serve(
         ),
     ] = None,
     tasks: Annotated[str | None, typer.Option(help="Tasks per request (default: asr)")] = None,
+    pack_windows: Annotated[
+        bool | None,
+        typer.Option(
+            help="whisper: pack windows of different requests into shared inputs (Serve leaves "
+            "it off unless the config sets model.pack_windows)  [default: the config's]"
+        ),
+    ] = None,
     clips: Annotated[Path, typer.Option(help="Folder with manifest.jsonl")] = Path("data/demo"),
     cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
     workdir: Annotated[str | None, typer.Option(help="Where to build the stand-in")] = None,
@@ -164,6 +171,7 @@ def bench_serve(
                     max_batch_size=max_batch_size or DEFAULT_MAX_BATCH_SIZE,
                     batch_wait_timeout_s=batch_wait_s,
                     max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+                    pack_windows=pack_windows,
                 )
             )
         try:

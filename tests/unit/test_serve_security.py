@@ -240,3 +240,19 @@ def test_batch_wait_grows_only_under_load():
     assert next_batch_wait(25, 30.0, 0.05, 0.2, 1.0) == 1.0
     assert next_batch_wait(25, 0.1, 0.05, 0.2, 1.0) == 0.05
     assert next_batch_wait(25, 3.0, 0.05, 0.0, 1.0) == 0.05  # turned off
+
+
+def test_serve_packs_whisper_windows_only_when_the_config_asks():
+    # packing would let one client's audio shape another's transcript: off unless set
+    assert ServeSpec().model.pack_windows is False
+    assert ServeSpec.model_validate({"model": {"family": "whisper"}}).model.pack_windows is False
+    on = ServeSpec.model_validate({"model": {"family": "whisper", "pack_windows": True}})
+    assert on.model.pack_windows is True
+    # the choice survives the round trip to the replicas (dumped, validated again)
+    for spec in (ServeSpec(), on):
+        again = ServeSpec.model_validate_json(spec.model_dump_json(exclude_unset=True))
+        assert again.model.pack_windows is spec.model.pack_windows
+    # the batch job keeps packing on by default (one job, one owner)
+    from earmark.schemas import ModelSpec
+
+    assert ModelSpec(family="whisper").pack_windows is True

@@ -153,6 +153,7 @@ def bench_spec(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     batch_wait_timeout_s: float | None = None,
     max_new_tokens: int | None = DEFAULT_MAX_NEW_TOKENS,
+    pack_windows: bool | None = None,
 ) -> ServeSpec:
     """The spec both modes share (the "on" settings); `mode_spec` derives "off" from it.
 
@@ -167,6 +168,8 @@ def bench_spec(
         s.batching.batch_wait_timeout_s = batch_wait_timeout_s
     if max_new_tokens is not None:
         s.model.max_new_tokens = max_new_tokens
+    if pack_windows is not None:  # whisper: Serve leaves packing off unless the config asks
+        s.model.pack_windows = pack_windows
     s.model.batch_size = max(s.model.batch_size, max_batch_size)
     s.max_ongoing_requests = s.model_replica_max_ongoing()
     a = s.autoscaling
@@ -388,6 +391,7 @@ def conditions_of(spec: ServeSpec, size: Any, clips: list, info: dict) -> dict[s
         model_batch_size=spec.model.batch_size,
         max_ongoing_requests=spec.model_replica_max_ongoing(),
         max_new_tokens=spec.model.max_new_tokens,
+        pack_windows=spec.model.pack_windows if spec.model.family == "whisper" else "n/a",
         tasks=",".join(t.name for t in spec.tasks),
         clips=f"{len(clips)} demo speech clips, {sum(c[2] for c in clips):.1f} s",
         order="levels alternate which mode runs first; both apps stay deployed",

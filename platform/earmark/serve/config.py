@@ -168,6 +168,16 @@ class ServeSpec(BaseModel):
         return parse_tasks(v) if isinstance(v, str | list) else v
 
     @model_validator(mode="after")
+    def _no_cross_request_packing_by_default(self) -> ServeSpec:
+        # Whisper packing lays several windows into one decode: in a shared endpoint that lets one
+        # client's audio shape another client's transcript, and makes a request's text depend on
+        # what it was batched with. Serve therefore packs only when the config asks for it.
+        if "pack_windows" not in self.model.model_fields_set:
+            self.model = self.model.model_copy(update={"pack_windows": False})
+            self.model.model_fields_set.add("pack_windows")
+        return self
+
+    @model_validator(mode="after")
     def _tasks_fit_model(self) -> ServeSpec:
         from earmark.models.registry import family
 
