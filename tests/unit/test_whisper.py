@@ -76,6 +76,17 @@ def test_packing_shares_encoder_passes_and_keeps_each_window_its_words(demo) -> 
         assert wer([ref], [hyp]) < 0.25, (ref, hyp)
 
 
+def test_windows_cut_mid_sentence_are_not_split_by_guesswork(demo) -> None:
+    # halves of sentences, cut with no pause: segments straddle the gaps between the halves, so
+    # the pack cannot say whose words are whose and every half is transcribed alone
+    speech = [a for r, a in demo if r["labels"] == "speech"][:6]
+    halves = [h for a in speech for h in (a[: len(a) // 2], a[len(a) // 2 :])]
+    windows = [window(h, i) for i, h in enumerate(halves)]
+    packed, alone = WhisperModel(), WhisperModel(pack_windows=False)
+    got = [o["asr"] for o in packed.annotate(windows, ASR)]
+    assert got == [o["asr"] for o in alone.annotate(windows, ASR)]
+
+
 def test_packed_windows_without_certain_text_go_back_to_the_one_window_path(demo) -> None:
     speech = [a for r, a in demo if r["labels"] == "speech"]
     noise = next(a for r, a in demo if r["labels"] == "noise")

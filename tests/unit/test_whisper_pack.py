@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from earmark.models.whisper_pack import (
+    MAX_SPILL_S,
     PACK_GAP_S,
     PACK_MAX_WINDOW_S,
     PACK_SPAN_S,
@@ -82,6 +83,14 @@ def test_split_sends_back_what_it_cannot_place_with_certainty() -> None:
     # a segment across the gap between windows 7 and 3 may merge both windows' words
     texts, redo = split_pack(PACK, [Segment(2.0, 7.0, "x"), Segment(9.0, 13.0, "d")], None)
     assert texts == {5: "d"} and redo == [3, 7]
+    # a segment that runs well into the next window's audio may hold that window's first words
+    assert 0.3 < MAX_SPILL_S < 0.7
+    texts, redo = split_pack(PACK, [Segment(0.0, 5.2, "a b"), Segment(8.8, 13.0, "d")], None)
+    assert texts == {5: "d"} and redo == [3, 7]  # 82 % in window 7, but 0.7 s into window 3
+    # ... while the usual slack (a segment opened 0.3 s early, in the last one's audio) is kept
+    texts, redo = split_pack(PACK, [Segment(0.0, 3.7, "a"), Segment(3.7, 8.5, "b"),
+                                    Segment(8.5, 13.0, "d")], None)  # fmt: skip
+    assert texts == {7: "a", 3: "b", 5: "d"} and redo == []
     # a window with no segment (noise, or words the decoder skipped) is redone alone
     texts, redo = split_pack(PACK, [Segment(0.0, 4.0, "a"), Segment(9.0, 13.0, "d")], None)
     assert texts == {7: "a", 5: "d"} and redo == [3]

@@ -154,6 +154,7 @@ class WhisperModel(AudioModel):
         self.multilingual = multilingual and language is None
         # a packed input has one language token: only pack when the language is fixed
         self.pack_windows = pack_windows and batch_mode == "batched" and not self.multilingual
+        self.pack_gap_s = PACK_GAP_S
         from faster_whisper.tokenizer import Tokenizer
 
         self.tokenizer = Tokenizer(
@@ -204,7 +205,7 @@ class WhisperModel(AudioModel):
             texts = [""] * len(audios)
             alone = list(range(len(keep)))
             if self.pack_windows and len(keep) > 1:
-                packs, alone = plan_packs([len(audios[i]) for i in keep])
+                packs, alone = plan_packs([len(audios[i]) for i in keep], gap_s=self.pack_gap_s)
                 resolved, redo = self._transcribe_packs([audios[i] for i in keep], packs)
                 for k, text in resolved.items():
                     texts[keep[k]] = text
@@ -281,13 +282,13 @@ class WhisperModel(AudioModel):
 
         tok = self.tokenizer
         prompt = self.model.get_prompt(tok, [], without_timestamps=False)
-        gap = np.zeros(int(round(PACK_GAP_S * SAMPLE_RATE)), dtype=np.float32)
         resolved: dict[int, str] = {}
         redo: list[int] = []
         for first in range(0, len(packs), self.batch_size):
             group = packs[first : first + self.batch_size]
             feats = []
             for pack in group:
+                gap = np.zeros(pack.gap_samples, dtype=np.float32)
                 joined = np.concatenate([x for i in pack.members for x in (audios[i], gap)])
                 feats.append(pad_or_trim(self.model.feature_extractor(joined)[..., :-1]))
             budget = max(len(p.members) for p in group) * self.max_new_tokens

@@ -6,8 +6,9 @@ between them, into one input that is decoded *with* timestamp tokens. Each times
 is then given to the window its time span overlaps most. Only assignments that are unambiguous
 are kept:
 
-- a segment whose best window holds less than `MIN_OVERLAP` of its span (it straddles a gap:
-  two windows' words may be merged) sends every window it touches back to the one-window path;
+- a segment whose best window holds less than `MIN_OVERLAP` of its span, or that reaches more
+  than `MAX_SPILL_S` into another window's audio (it straddles a gap: two windows' words may be
+  merged), sends every window it touches back to the one-window path;
 - a window that receives no segment (noise, silence, or speech the decoder skipped) goes back
   too, so an empty transcript always comes from the one-window rules (no-speech threshold);
 - a segment that never got its closing timestamp (the token budget ran out) sends its window and
@@ -28,6 +29,11 @@ PACK_MAX_WINDOW_S = (
     14.0  # s: two windows this long (+ gaps) just fill one span; longer ones run alone
 )
 MIN_OVERLAP = 0.75  # fraction of a segment's span that must lie in the window it is given to
+# s a segment may reach into another window's audio. Whisper often opens a segment where the
+# last one closed and tiny.en rounds times to whole seconds, so well-placed segments reach up to
+# ~0.3 s into a neighbour (demo clips); a segment that ran 0.75 s into the next window had taken
+# that window's first words (a real recording cut mid-sentence: "...directly with a primary")
+MAX_SPILL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,11 +51,11 @@ class Pack:
 
     members: tuple[int, ...]
     spans_s: tuple[tuple[float, float], ...]
+    gap_s: float = PACK_GAP_S  # silence after each window
 
     @property
-    def num_samples(self) -> int:
-        end = self.spans_s[-1][1]
-        return int(round((end + PACK_GAP_S) * SAMPLE_RATE))
+    def gap_samples(self) -> int:
+        return int(round(self.gap_s * SAMPLE_RATE))
 
 
 def plan_packs(
@@ -71,7 +77,7 @@ def plan_packs(
             for i in current:
                 spans.append((t, t + lengths[i] / SAMPLE_RATE))
                 t += lengths[i] / SAMPLE_RATE + gap_s
-            packs.append(Pack(tuple(current), tuple(spans)))
+            packs.append(Pack(tuple(current), tuple(spans), gap_s))
         else:
             alone.extend(current)
         current.clear()
@@ -120,11 +126,11 @@ def parse_timestamped(
 
 
 def split_pack(
-    pack: Pack, segments: list[Segment], unclosed_s: float | None, gap_s: float = PACK_GAP_S
+    pack: Pack, segments: list[Segment], unclosed_s: float | None
 ) -> tuple[dict[int, str], list[int]]:
     """Texts of the pack's windows that were resolved, and the windows to run alone."""
     # each window owns its span plus half of each neighbouring gap
-    owned = [(a - gap_s / 2, b + gap_s / 2) for a, b in pack.spans_s]
+    owned = [(a - pack.gap_s / 2, b + pack.gap_s / 2) for a, b in pack.spans_s]
     parts: list[list[str]] = [[] for _ in pack.members]
     redo: set[int] = set()
     for seg in segments:
@@ -138,8 +144,14 @@ def split_pack(
                 redo.update(range(len(pack.members)))  # outside every window: distrust it
             continue
         best = max(range(len(owned)), key=lambda k: overlaps[k])
-        if overlaps[best] / length < MIN_OVERLAP:
+        spills = [
+            k
+            for k, (a, b) in enumerate(pack.spans_s)
+            if k != best and min(seg.end_s, b) - max(seg.start_s, a) > MAX_SPILL_S
+        ]
+        if overlaps[best] / length < MIN_OVERLAP or spills:
             redo.update(k for k, o in enumerate(overlaps) if o > 0)
+            redo.update(spills)
         else:
             parts[best].append(seg.text)
     if unclosed_s is not None:
