@@ -310,3 +310,93 @@ def test_probe_finds_nan_without_resampling(tmp_path):
     with pytest.raises(EarmarkError) as ei:
         decode_path(p, keep_samples=False)
     assert ei.value.kind == ErrorKind.NON_FINITE
+
+
+# -- hostile files: what an upload or a poisoned archive can hold --------------------------------
+
+SDP = b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 0.0.0.0\nt=0 0\nm=audio {port} RTP/AVP 0\n"
+
+
+def _udp_ports_in_use() -> set[int]:
+    ports = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        ports |= {int(line.split()[1].rsplit(":", 1)[1], 16) for line in lines}
+    return ports
+
+
+def test_sdp_file_is_refused_at_once_and_opens_no_socket():
+    """FFmpeg's SDP demuxer would listen on the UDP port the file names and wait 20 s."""
+    import socket
+    import time
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # a port free right now
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = _udp_ports_in_use()
+    t0 = time.monotonic()
+    err = _expect(SDP.replace(b"{port}", str(port).encode()), ErrorStage.DECODE,
+                  ErrorKind.UNSUPPORTED_FORMAT, ["not in a supported audio container"])  # fmt: skip
+    assert time.monotonic() - t0 < 2.0
+    assert port not in _udp_ports_in_use() - before
+    assert "wav" in err.message and "mp3" in err.message  # it says what is supported
+
+
+def test_playlists_and_concat_lists_never_read_other_files(tmp_path):
+    """A playlist naming a real local audio file must not decode it (it would read any path).
+    FFmpeg's own defaults refuse these from a byte stream too; the demuxer list refuses them
+    again, so a future FFmpeg default cannot open them."""
+    real = write(tmp_path / "secret.wav", tone(300, 16000, 1.0), 16000, "wav16")
+    for body in (
+        f"ffconcat version 1.0\nfile '{real}'\n",
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{real}\n#EXT-X-ENDLIST\n",
+        f"#EXTM3U\n#EXTINF:1,x\nfile://{real}\n",
+    ):
+        with pytest.raises(EarmarkError) as ei:
+            decode_audio(body.encode(), what="list")
+        assert ei.value.kind in (ErrorKind.UNSUPPORTED_FORMAT, ErrorKind.CORRUPT), str(ei.value)
+
+
+def _wav_with_fmt(tag: int, bits: int, data: bytes = b"\0" * 3200, rate: int = 16000) -> bytes:
+    block = max(bits // 8, 1)
+    fmt = struct.pack("<HHIIHH", tag, 1, rate, rate * block, block, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data))
+    return b"RIFF" + struct.pack("<I", len(body) + len(data)) + body + data
+
+
+@pytest.mark.parametrize(("tag", "bits"), [(1, 0), (0x1234, 16), (3, 16)])
+def test_wav_encoding_without_a_decoder_is_an_error_not_a_crash(tag, bits):
+    _expect(_wav_with_fmt(tag, bits), ErrorStage.DECODE, ErrorKind.UNSUPPORTED_FORMAT,
+            ["no decoder", "wav"])  # fmt: skip
+
+
+@pytest.mark.parametrize("rate", [1, 100, 3999, 2_000_000])
+def test_sample_rate_out_of_range_is_refused(rate):
+    err = _expect(_wav_with_fmt(1, 16, rate=rate), ErrorStage.DECODE,
+                  ErrorKind.UNSUPPORTED_FORMAT, ["sample rate"])  # fmt: skip
+    assert f"{rate} Hz" in err.message
+
+
+def _with_data_size(path, size: int) -> bytes:
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, data.index(b"data") + 4, size)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("size", [0, 0x7FFFFFFF, 0xFFFFFFFF])
+def test_streamed_wav_with_unknown_length_decodes(tmp_path, size):
+    """Recorders writing to a pipe leave one of these sizes; the audio is all there."""
+    p = write(tmp_path / "s.wav", tone(300, 16000, 2.0), 16000, "wav16")
+    audio = decode_audio(_with_data_size(p, size), max_duration_s=1.0e3)
+    assert audio.duration_s == pytest.approx(2.0)
+
+
+def test_lying_header_on_a_small_file_is_truncated_not_too_long(tmp_path):
+    """A 2-s file whose header claims 27 h is damaged, not over a 30-min limit."""
+    p = write(tmp_path / "l.wav", tone(300, 16000, 2.0), 16000, "wav16")
+    err = _expect(_with_data_size(p, 0xFFFFFFF0), ErrorStage.DECODE, ErrorKind.TRUNCATED,
+                  ["truncated", "2.00 s decoded"], max_duration_s=1800.0)  # fmt: skip
+    assert "limit" not in err.message

@@ -36,6 +36,28 @@ TRUNCATION_MIN_GAP_S = 0.5  # ... more than this many seconds missing) means a t
 # swresample calls cost more than decoding short-frame codecs; 64 Ki samples (1.4-4 s of audio,
 # 2 MB as float32 at 8 channels) amortise them and stay cache-friendly.
 CHUNK_SAMPLES = 1 << 16
+# FFmpeg demuxers earmark opens (`format_whitelist`). Without a list FFmpeg probes ~300 formats,
+# some of which open further inputs themselves: an uploaded SDP file makes it listen on UDP
+# ports the file names, an HLS playlist or concat list fetches URLs or local paths. Every one
+# of these is an audio container that reads nothing but its own bytes.
+AUDIO_DEMUXERS = (
+    "wav,w64,flac,mp3,ogg,matroska,mov,aac,aiff,au,caf,amr,asf,wv,ac3,eac3"  # mov: mp4/m4a
+)
+SUPPORTED_CONTAINERS = "wav, flac, mp3, ogg/opus, webm/mkv, mp4/m4a, aac, aiff, au, caf, amr, wma"
+# Nested inputs: none at all (a protocol list that names no protocol). The file itself is read
+# through Python, not through an FFmpeg protocol.
+OPEN_OPTIONS = {"format_whitelist": AUDIO_DEMUXERS, "protocol_whitelist": "none"}
+# Source sample rates accepted. Below 4 kHz no speech band survives, and a header claiming 1 Hz
+# would turn a 2 kB upload into 1000 s of 16 kHz audio for the model; 768 kHz is the highest
+# rate audio interfaces record.
+MIN_SOURCE_RATE_HZ = 4_000
+MAX_SOURCE_RATE_HZ = 768_000
+# A compressed header may claim any duration; one whose file is smaller than this many bytes per
+# claimed second cannot hold that audio (even 8 kbit/s opus needs 1 kB/s), so the early
+# too-long refusal waits for the decoded duration instead of trusting it.
+MIN_PLAUSIBLE_BYTES_PER_S = 125
+# RIFF data sizes that mean "length unknown" (streamed recorders: 0, 0x7FFFFFFF, 0xFFFFFFFF)
+RIFF_UNKNOWN_SIZES = (0, 0x7FFFFFFF, 0xFFFFFFFF)
 
 _av_quiet = False
 
@@ -210,12 +232,18 @@ def decode_audio(
             )
         source = io.BytesIO(source)
     try:
-        container = av.open(source, mode="r", metadata_errors="ignore")
+        container = av.open(source, mode="r", metadata_errors="ignore", options=OPEN_OPTIONS)
     except av.error.InvalidDataError as exc:
         raise EarmarkError(
             ErrorStage.DECODE,
             ErrorKind.CORRUPT,
             f"{what} is not a readable audio file: FFmpeg found no known format ({exc})",
+        ) from exc
+    except av.error.ArgumentError as exc:  # a format FFmpeg knows but that is not on the list
+        raise EarmarkError(
+            ErrorStage.DECODE,
+            ErrorKind.UNSUPPORTED_FORMAT,
+            f"{what} is not in a supported audio container ({SUPPORTED_CONTAINERS})",
         ) from exc
     except (av.error.FFmpegError, ValueError, OSError) as exc:
         raise EarmarkError(
@@ -223,8 +251,19 @@ def decode_audio(
         ) from exc
     with container:
         return _decode_container(
-            container, what, max_duration_s, keep_samples, t0, riff_declared_duration(source)
+            container, what, max_duration_s, keep_samples, t0, *_header_claims(source)
         )
+
+
+def _header_claims(f: IO[bytes]) -> tuple[float | None, int | None]:
+    """(seconds a WAV header claims or None, the file's size in bytes or None)."""
+    try:
+        pos = f.tell()
+        size = f.seek(0, io.SEEK_END)
+        f.seek(pos)
+    except (OSError, ValueError):
+        size = None
+    return riff_declared_duration(f), size
 
 
 def _decode_container(
@@ -234,6 +273,7 @@ def _decode_container(
     keep: bool,
     t0: float,
     riff_declared: float | None,
+    file_bytes: int | None,
 ) -> DecodedAudio:
     import av
 
@@ -241,12 +281,21 @@ def _decode_container(
         raise EarmarkError(ErrorStage.DECODE, ErrorKind.NO_AUDIO, f"{what} has no audio stream")
     stream = container.streams.audio[0]
     ctx = stream.codec_context
+    if ctx is None or ctx.codec is None:  # e.g. a WAV format tag or bit depth FFmpeg cannot decode
+        raise EarmarkError(
+            ErrorStage.DECODE,
+            ErrorKind.UNSUPPORTED_FORMAT,
+            f"{what} has an audio stream in an encoding FFmpeg has no decoder for "
+            f"({container.format.name} container)",
+        )
     codec = ctx.codec.canonical_name  # "mp3", not the decoder name "mp3float"
     sr, channels = int(ctx.sample_rate or 0), int(ctx.channels or 0)
+    _check_rate(sr, what)
     fmt = container.format.name
     # FFmpeg clamps a WAV's data size to the file size, so read what the header itself claims
     declared = riff_declared or _declared_duration(container, stream)
-    if declared is not None and declared > max_duration_s:
+    plausible = file_bytes is None or (declared or 0) * MIN_PLAUSIBLE_BYTES_PER_S <= file_bytes
+    if declared is not None and declared > max_duration_s and plausible:
         raise EarmarkError(
             ErrorStage.DECODE,
             ErrorKind.TOO_LONG,
@@ -278,6 +327,7 @@ def _decode_container(
             n_source += n
             if not sr:  # the header had no rate: take the first frame's
                 sr = frame.sample_rate
+                _check_rate(sr, what)
                 limit = max_duration_s * sr if sr else math.inf
             if n_source > limit:
                 raise EarmarkError(
@@ -337,6 +387,16 @@ def _decode_container(
     )
 
 
+def _check_rate(sr: int, what: str) -> None:
+    if sr and not MIN_SOURCE_RATE_HZ <= sr <= MAX_SOURCE_RATE_HZ:
+        raise EarmarkError(
+            ErrorStage.DECODE,
+            ErrorKind.UNSUPPORTED_FORMAT,
+            f"{what} has a sample rate of {sr} Hz; earmark reads {MIN_SOURCE_RATE_HZ} to "
+            f"{MAX_SOURCE_RATE_HZ} Hz",
+        )
+
+
 def _declared_duration(container: Any, stream: Any) -> float | None:
     """Duration the header claims, for truncation checks and early too-long refusal."""
     if stream.duration is not None and stream.time_base is not None:
@@ -351,7 +411,7 @@ def _declared_duration(container: Any, stream: Any) -> float | None:
 def riff_declared_duration(f: IO[bytes]) -> float | None:
     """Seconds a RIFF/WAVE header claims (data chunk size / byte rate); None if not a WAV.
 
-    Sizes of 0 or 0xFFFFFFFF mean "unknown" (streamed WAVs) and are ignored.
+    Sizes in RIFF_UNKNOWN_SIZES mean "unknown" (streamed WAVs) and are ignored.
     """
     import struct
 
@@ -370,7 +430,7 @@ def riff_declared_duration(f: IO[bytes]) -> float | None:
         if cid == b"fmt " and i + 16 <= len(head):
             byte_rate = struct.unpack_from("<I", head, i + 16)[0]
         elif cid == b"data":
-            if byte_rate and 0 < size < 0xFFFFFFFF:
+            if byte_rate and size not in RIFF_UNKNOWN_SIZES:
                 return size / byte_rate
             return None
         i += 8 + size + (size & 1)
