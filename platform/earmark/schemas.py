@@ -146,16 +146,26 @@ def parse_tasks(items: str | list[str] | list[TaskRequest]) -> list[TaskRequest]
 
 
 def _split_task_list(text: str) -> list[str]:
-    """Split on commas that are not inside quotes (custom prompts may contain commas)."""
-    parts, buf, quote = [], [], None
+    """Split on commas that are not inside a quoted prompt (prompts may contain commas).
+
+    A quote opens only where a prompt starts (right after `=`), so an apostrophe elsewhere is
+    a letter; a quote that never closes is an error, not a silently shortened prompt.
+    """
+    parts: list[str] = []
+    buf: list[str] = []
+    quote = None
     for ch in text:
-        if ch in "\"'" and quote in (None, ch):
-            quote = None if quote else ch
-        if ch == "," and quote is None:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'" and "".join(buf).rstrip().endswith("="):
+            quote = ch
+        elif ch == ",":
             parts.append("".join(buf))
             buf = []
-        else:
-            buf.append(ch)
+            continue
+        buf.append(ch)
+    if quote:
+        raise ValueError(f"unterminated {quote} quote in tasks {text!r}")
     parts.append("".join(buf))
     return [p for p in (p.strip() for p in parts) if p]
 

@@ -12,6 +12,8 @@ import datetime as dt
 import io
 import json
 import re
+import socket
+import struct
 import threading
 import time
 import wave
@@ -32,6 +34,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 MAX_UPLOAD = 1_000_000  # bytes: small, so the 413 test sends little
 MAX_DURATION_S = 20.0
 CLIENT_TIMEOUT_S = 180.0
+BODY_IDLE_S = 2.0  # a stalled upload gets its 408 after this long
 MANIFEST = {
     r["uri"]: r["text"] for r in map(json.loads, (DEMO / "manifest.jsonl").read_text().splitlines())
 }
@@ -69,7 +72,11 @@ def server(ray_session, s3_server):
             "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.2},
             # max 2: the autoscaling config is live, but the target keeps one replica here
             "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 64},
-            "limits": {"max_upload_bytes": MAX_UPLOAD, "max_duration_s": MAX_DURATION_S},
+            "limits": {
+                "max_upload_bytes": MAX_UPLOAD,
+                "max_duration_s": MAX_DURATION_S,
+                "body_idle_timeout_s": BODY_IDLE_S,
+            },
             "urls": {
                 "allowed_schemes": ["s3", "http", "https"],
                 "allowed_buckets": ["audio"],
@@ -293,6 +300,66 @@ def test_hostile_bodies_get_4xx_with_a_message(server):
         data={"model": "whisper-1", "response_format": "xml"},
     )  # fmt: skip
     _assert_error(r, 400, "response_format")
+
+
+def _wav_header(fmt_tag: int, bits: int, rate: int, data: bytes, declared: int) -> bytes:
+    block = max(bits // 8, 1)
+    fmt = struct.pack("<HHIIHH", fmt_tag, 1, rate, rate * block, block, bits)
+    head = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", declared)
+    return b"RIFF" + struct.pack("<I", len(head) + len(data)) + head + data
+
+
+def test_hostile_files_and_forms_found_in_review(server):
+    """Each of these once got a 500, a misleading status, a 20-s stall or a silent guess."""
+    url = f"{server}/v1/annotate"
+    sdp = b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 0.0.0.0\nt=0 0\nm=audio 40000 RTP/AVP 0\n"
+    t0 = time.monotonic()
+    _assert_error(post_file(server, "t.sdp", sdp), 400, "supported audio container")
+    assert time.monotonic() - t0 < 5  # FFmpeg's SDP demuxer used to listen on UDP for 20 s
+    no_decoder = _wav_header(1, 0, 16000, b"\0" * 6400, 6400)  # PCM with 0 bits per sample
+    _assert_error(post_file(server, "b0.wav", no_decoder), 400, "no decoder")
+    lying = _wav_header(1, 16, 16000, b"\0" * 64000, 0xFFFFFFF0)  # 2 s claiming 37 h
+    _assert_error(post_file(server, "lie.wav", lying), 400, "truncated")
+    streamed = _wav_header(1, 16, 16000, b"\0" * 64000, 0x7FFFFFFF)  # a recorder's pipe output
+    assert post_file(server, "pipe.wav", streamed).json()["duration_s"] == 2.0
+    # base64 of one byte over the limit: the length estimate alone let it through
+    over = (DEMO / "s01_fox.wav").read_bytes().ljust(MAX_UPLOAD + 1, b"\0")
+    r = httpx.post(url, headers=AUTH, json={"audio": base64.b64encode(over).decode()})
+    _assert_error(r, 413, "limit")
+    fox = (DEMO / "s01_fox.wav").read_bytes()
+    two = [("file", ("a.wav", fox)), ("file", ("b.wav", fox))]
+    _assert_error(httpx.post(url, headers=AUTH, files=two), 400, "sent 2 times")
+    tr = f"{server}/v1/audio/transcriptions"
+    r = httpx.post(tr, headers=AUTH, files={"file": ("a.wav", fox)})
+    _assert_error(r, 400, "missing form field 'model'")
+    r = httpx.post(url, headers=AUTH, json={"url": "s3://audio/fox.wav", "tasks": 'm="open'})
+    _assert_error(r, 400, "unterminated")
+    # routes that do not exist answer in the API's error format too
+    _assert_error(httpx.get(f"{server}/nope", headers=AUTH), 404, "no such route")
+    _assert_error(httpx.get(url, headers=AUTH), 405, "method not allowed")
+    counts = httpx.get(f"{server}/v1/stats", headers=AUTH).json()["responses"]
+    assert counts.get("404", 0) >= 1 and counts.get("405", 0) >= 1 and counts["400"] >= 6
+
+
+def test_stalled_upload_gets_408_after_the_idle_timeout(server):
+    """An upload that stops sending must not hold an ingress slot for as long as it likes."""
+    host, port = server.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/annotate HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        t0 = time.monotonic()
+        sock.sendall(head.encode() + b'{"url": "s3://aud')  # 18 of the 1000 bytes promised
+        reply = sock.recv(65536).decode(errors="replace")
+        waited = time.monotonic() - t0
+        length = int(re.search(r"content-length: (\d+)", reply, re.I).group(1))
+        while len(reply.partition("\r\n\r\n")[2]) < length:  # the body may come separately
+            reply += sock.recv(65536).decode(errors="replace")
+    status_line, _, rest = reply.partition("\r\n")
+    assert " 408 " in status_line, reply
+    assert "too slowly" in rest and "body_idle_timeout_s" in rest
+    assert BODY_IDLE_S <= waited < BODY_IDLE_S + 10
 
 
 def test_token_is_required_except_for_healthz(server):

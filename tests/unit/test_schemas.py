@@ -26,6 +26,11 @@ def test_task_parsing():
         parse_tasks("asr,bogus")
     with pytest.raises(ValueError, match="twice"):
         parse_tasks("asr,asr")
+    # a quote opens only where a prompt starts; an apostrophe inside a prompt is a letter
+    assert parse_tasks("q=What's this?,asr")[0].prompt == "What's this?"
+    assert parse_tasks("q='a, b',asr")[0].prompt == "a, b"
+    with pytest.raises(ValueError, match="unterminated"):
+        parse_tasks('asr,mood="What mood')
 
 
 def test_job_spec_errors_name_the_field():

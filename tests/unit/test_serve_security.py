@@ -167,6 +167,28 @@ def test_body_limit():
     assert bad.value.status == 400
 
 
+def test_body_that_stalls_or_trickles_gets_408():
+    async def stalls():
+        yield b"x" * 10
+        await asyncio.sleep(30)
+        yield b"never"
+
+    async def trickles():
+        while True:
+            yield b"x"
+            await asyncio.sleep(0.05)
+
+    err = ApiError(413, "too big")
+    with pytest.raises(ApiError) as idle:
+        asyncio.run(read_body_limited(None, stalls(), 100, err, idle_timeout_s=0.2))
+    assert idle.value.status == 408 and "no data for 0.2 s after 10 bytes" in idle.value.message
+    with pytest.raises(ApiError) as slow:  # never idle for long, but never done either
+        asyncio.run(
+            read_body_limited(None, trickles(), 10**6, err, idle_timeout_s=1, total_timeout_s=0.5)
+        )
+    assert slow.value.status == 408 and "over 0.5 s" in slow.value.message
+
+
 def test_build_tasks():
     default = parse_tasks("asr")
     assert build_tasks(None, None, default) == default

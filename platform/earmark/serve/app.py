@@ -21,13 +21,15 @@ import logging
 import os
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from earmark import __version__
 from earmark.schemas import EarmarkError, ErrorKind, OutputRow, TaskRequest
@@ -53,6 +55,7 @@ REPLICA_RETRY_DELAY_S = 0.5  # pause before resending a request whose replica di
 HEALTH_CACHE_S = 1.0  # /healthz asks the Serve controller at most this often
 # decode failures are the client's file: 400; too long: 422 (the request is well-formed)
 DECODE_STATUS = {ErrorKind.TOO_LONG: 422, ErrorKind.TOO_LARGE: 413}
+CLIENT_GONE = 499  # counted (nginx's code) when a client disconnects before its response
 
 api = FastAPI(
     title="earmark",
@@ -69,6 +72,17 @@ async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown routes (404) and wrong methods (405) answer in the same error format."""
+    msg = {404: "no such route", 405: "method not allowed on this route"}.get(
+        exc.status_code, str(exc.detail)
+    )
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    body = ApiError(exc.status_code, msg, codes.get(exc.status_code, "http_error")).body()
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
 @api.exception_handler(RequestValidationError)
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -76,7 +90,14 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 class CatchAll:
-    """Outermost guard: an unexpected exception becomes a JSON 500, its trace only in the log."""
+    """Outermost guard: an unexpected exception becomes a JSON 500, its trace only in the log;
+    counts every response of this process (one ingress replica) by status, for /v1/stats.
+
+    The counter is a class attribute, not a module global: Serve pickles the ingress class by
+    value, which would give its methods a copy of a module-level dict, while this class is
+    pickled by reference, so both sides see the same counter."""
+
+    responses: ClassVar[Counter[int]] = Counter()
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -88,16 +109,21 @@ class CatchAll:
 
         async def tracking_send(message: Any) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start" and not started:
+                started = True
+                CatchAll.responses[int(message["status"])] += 1
             await send(message)
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:  # the client left mid-upload: nobody to answer
+            log.info("client disconnected during %s", scope.get("path"))
+            CatchAll.responses[CLIENT_GONE] += 1
         except Exception:
             log.exception("unhandled error on %s", scope.get("path"))
             if not started:
                 err = ApiError(500, "internal server error (logged on the server)", "internal")
-                await JSONResponse(err.body(), status_code=500)(scope, receive, send)
+                await JSONResponse(err.body(), status_code=500)(scope, receive, tracking_send)
 
 
 api.add_middleware(CatchAll)
@@ -128,7 +154,6 @@ class Ingress:
         self.model_cls = model_class(self.spec.model.family)  # prepare() only, no weights
         self.names = {self.spec.model_id, self.spec.model.family, *self.spec.model_aliases}
         self.batch_sizes: Counter[int] = Counter()
-        self.requests: Counter[int] = Counter()  # by HTTP status
         self._health: tuple[float, bool, str] = (0.0, False, "not checked yet")
 
     # -- helpers ------------------------------------------------------------------------------
@@ -258,7 +283,7 @@ class Ingress:
             "model": self.spec.model_id,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "max_batch_size_seen": max(self.batch_sizes, default=0),
-            "responses": {str(k): v for k, v in sorted(self.requests.items())},
+            "responses": {str(k): v for k, v in sorted(CatchAll.responses.items())},
             "max_batch_size": self.spec.batching.max_batch_size,
         }
 
@@ -283,14 +308,9 @@ class Ingress:
         }}},
     )  # fmt: skip
     async def annotate(self, request: Request) -> JSONResponse:
-        try:
-            self._auth(request)
-            src, tasks = await parse_annotate(request, self.spec.limits, self.spec.tasks)
-            row, batch = await self._row(src, tasks)
-        except ApiError as exc:
-            self.requests[exc.status] += 1
-            raise
-        self.requests[200] += 1
+        self._auth(request)
+        src, tasks = await parse_annotate(request, self.spec.limits, self.spec.tasks)
+        row, batch = await self._row(src, tasks)
         return JSONResponse(row, headers={BATCH_HEADER: str(batch)})
 
     @api.post(
@@ -304,15 +324,6 @@ class Ingress:
                 "temperature": {"type": "number"}}}}}}},
     )  # fmt: skip
     async def transcriptions(self, request: Request) -> Response:
-        try:
-            response = await self._transcribe(request)
-        except ApiError as exc:
-            self.requests[exc.status] += 1
-            raise
-        self.requests[200] += 1
-        return response
-
-    async def _transcribe(self, request: Request) -> Response:
         self._auth(request)
         if media_type(request) != "multipart/form-data":
             raise ApiError(
@@ -325,6 +336,8 @@ class Ingress:
         if data is None:
             raise ApiError(400, "missing form field 'file' (the audio)")
         model = (text_field(form, "model") or "").strip()
+        if not model:
+            raise ApiError(400, "missing form field 'model' (e.g. whisper-1)")
         if model not in self.names:
             names = ", ".join(sorted(self.names))
             msg = f"model {model!r} is not served here; use one of {names}"

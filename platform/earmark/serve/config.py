@@ -82,6 +82,14 @@ class ServeLimits(BaseModel):
         default=DEFAULT_MAX_DURATION_S, gt=0, description="Longest audio accepted, seconds"
     )
     url_timeout_s: float = Field(default=30.0, gt=0, description="Timeout fetching a URL input")
+    body_idle_timeout_s: float = Field(
+        default=15.0, gt=0, description="An upload that sends nothing for this long gets a 408"
+    )
+    body_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="The whole request body must arrive within this many seconds (else 408)",
+    )
 
     @property
     def max_body_bytes(self) -> int:

@@ -76,7 +76,12 @@ async def read_body(request: Request, limits: ServeLimits) -> bytes:
         "too_large",
     )
     return await read_body_limited(
-        request.headers.get("content-length"), request.stream(), limits.max_body_bytes, error
+        request.headers.get("content-length"),
+        request.stream(),
+        limits.max_body_bytes,
+        error,
+        idle_timeout_s=limits.body_idle_timeout_s,
+        total_timeout_s=limits.body_timeout_s,
     )
 
 
@@ -98,15 +103,30 @@ async def read_form(request: Request, limits: ServeLimits) -> Any:
         )
     except Exception as exc:  # starlette raises MultiPartException/HTTPException on bad forms
         detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or str(exc)
+        if "maximum size" in str(detail):  # a part without a filename is a text field
+            raise ApiError(
+                400,
+                f"a form field is over {FORM_MAX_FIELD_BYTES >> 10} KB; send the audio as a file "
+                'part with a file name (Content-Disposition: form-data; name="file"; '
+                'filename="a.wav")',
+            ) from None
         raise ApiError(400, f"malformed multipart body: {detail}") from None
 
 
+def _one(form: Any, name: str) -> Any:
+    """The form's single value for `name` (None if absent); 400 when it was sent twice."""
+    values = form.getlist(name)
+    if len(values) > 1:
+        raise ApiError(400, f"form field {name!r} was sent {len(values)} times; send it once")
+    return values[0] if values else None
+
+
 async def upload_bytes(form: Any, field: str, limits: ServeLimits) -> bytes | None:
-    item = form.get(field)
+    item = _one(form, field)
     if item is None:
         return None
     if not isinstance(item, UploadFile):
-        raise ApiError(400, f"form field {field!r} must be a file upload")
+        raise ApiError(400, f"form field {field!r} must be a file upload (a part with a file name)")
     data = await item.read()
     if len(data) > limits.max_upload_bytes:
         raise too_large(limits.max_upload_bytes)
@@ -114,7 +134,7 @@ async def upload_bytes(form: Any, field: str, limits: ServeLimits) -> bytes | No
 
 
 def text_field(form: Any, name: str) -> str | None:
-    value = form.get(name)
+    value = _one(form, name)
     if value is None:
         return None
     if not isinstance(value, str):
@@ -170,6 +190,8 @@ async def parse_annotate(
                 data = base64.b64decode(req.audio, validate=True)
             except (binascii.Error, ValueError):
                 raise ApiError(400, "'audio' is not valid base64") from None
+            if len(data) > limits.max_upload_bytes:  # the estimate above allows padding slack
+                raise too_large(limits.max_upload_bytes)
         tasks = build_tasks(req.tasks, req.prompts, default_tasks)
         return AudioSource(data, req.url, _safe_name(req.filename or "audio")), tasks
     raise ApiError(

@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import math
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -77,11 +78,20 @@ def too_large(limit: int, what: str = "audio file") -> ApiError:
 
 
 async def read_body_limited(
-    content_length: str | None, chunks: Any, limit: int, error: ApiError
+    content_length: str | None,
+    chunks: Any,
+    limit: int,
+    error: ApiError,
+    *,
+    idle_timeout_s: float = math.inf,
+    total_timeout_s: float = math.inf,
 ) -> bytes:
     """Read an async byte stream, raising `error` (a 413) as soon as it passes `limit` bytes.
 
-    A declared Content-Length over the limit is refused before reading anything.
+    A declared Content-Length over the limit is refused before reading anything. A client
+    that stops sending for `idle_timeout_s`, or has not sent the whole body after
+    `total_timeout_s`, gets a 408: a held-open upload would otherwise occupy one of the
+    ingress's ongoing-request slots for as long as the client likes.
     """
     if content_length is not None:
         try:
@@ -90,12 +100,30 @@ async def read_body_limited(
             raise ApiError(400, "Content-Length is not a number") from None
         if declared > limit:
             raise error
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_timeout_s
+    it = chunks.__aiter__()
     buf = bytearray()
-    async for chunk in chunks:
+    while True:
+        wait = min(idle_timeout_s, deadline - loop.time())
+        try:
+            if wait <= 0:
+                raise TimeoutError
+            chunk = await asyncio.wait_for(it.__anext__(), wait)
+        except StopAsyncIteration:
+            return bytes(buf)
+        except TimeoutError:
+            idle = wait == idle_timeout_s
+            why = f"no data for {idle_timeout_s:g} s" if idle else f"over {total_timeout_s:g} s"
+            raise ApiError(
+                408,
+                f"the request body arrived too slowly ({why} after {len(buf)} bytes; "
+                "limits.body_idle_timeout_s / limits.body_timeout_s)",
+                "request_timeout",
+            ) from None
         buf += chunk
         if len(buf) > limit:
             raise error
-    return bytes(buf)
 
 
 # -- URL policy -----------------------------------------------------------------------------------
