@@ -36,25 +36,31 @@ def _spec(**kw):
 
     spec_path = kw.pop("spec", None)
     model = kw.pop("model", None)
+    batch_size = kw.pop("batch_size", None)
     data = {k: v for k, v in kw.items() if v is not None}
     try:
         base = {}
         if spec_path:
             import yaml
 
-            base = yaml.safe_load(Path(spec_path).read_text()) or {}
+            try:
+                base = yaml.safe_load(Path(spec_path).read_text()) or {}
+            except yaml.YAMLError as exc:
+                _fail(f"{spec_path} is not valid YAML: {' '.join(str(exc).split())}")
             if not isinstance(base, dict):
                 _fail(f"{spec_path}: a job spec must be a mapping")
         if model:
             m = ModelSpec.parse(model)
             base["model"] = {
-                **base.get("model", {}),
+                **_mapping(base, "model", spec_path),
                 "family": m.family,
                 "checkpoint": m.checkpoint,
             }
+        if batch_size is not None:  # validated with the rest, so 0 or -5 is named, not ignored
+            base["model"] = {**_mapping(base, "model", spec_path), "batch_size": batch_size}
         resources = data.pop("resources", None)
         if resources:
-            base["resources"] = {**base.get("resources", {}), **resources}
+            base["resources"] = {**_mapping(base, "resources", spec_path), **resources}
         base.update(data)
         return JobSpec.model_validate(base)
     except ValidationError as exc:
@@ -63,6 +69,25 @@ def _spec(**kw):
         ]
         _fail("invalid job spec:\n" + "\n".join(lines))
     except (ValueError, OSError) as exc:
+        _fail(str(exc))
+
+
+def _mapping(base: dict, key: str, spec_path) -> dict:
+    """The spec's `key` section, which a flag is about to extend; it must be a mapping."""
+    value = base.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _fail(f"invalid job spec:\n  {key}: must be a mapping, got {value!r} (in {spec_path})")
+    return value
+
+
+def _storage(items: list[str] | None) -> dict:
+    from earmark.io.storage import parse_storage_options
+
+    try:
+        return parse_storage_options(items)
+    except ValueError as exc:
         _fail(str(exc))
 
 
@@ -106,12 +131,10 @@ def scan(
 ) -> None:
     """Inventory an archive: one Parquet row per file with codec, rate, channels, duration and
     status — the CPU half of `earmark run`, with no model."""
-    from earmark.io.storage import parse_storage_options
-
     spec = _spec(
         source=source,
         output=out_,
-        storage_options=parse_storage_options(storage_option),
+        storage_options=_storage(storage_option),
         resources={"cluster_cpus": cpus} if cpus else None,
     )
     _run(spec, with_model=False, address=address)
@@ -133,19 +156,16 @@ def run(
 ) -> None:
     """Annotate an archive: decode, run the model on every file, write one Parquet row per file.
     Rerunning on the same output resumes where it stopped."""
-    from earmark.io.storage import parse_storage_options
-
     js = _spec(
         spec=spec,
         source=source,
         output=out_,
         tasks=tasks,
         model=model,
-        storage_options=parse_storage_options(storage_option) or None,
+        batch_size=batch_size,
+        storage_options=_storage(storage_option) or None,
         resources={"cluster_cpus": cpus} if cpus else None,
     )
-    if batch_size:
-        js.model.batch_size = batch_size
     _run(js, with_model=True, address=address)
 
 

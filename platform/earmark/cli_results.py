@@ -39,8 +39,8 @@ def eval_cmd(
     from earmark.io.storage import parse_storage_options
     from earmark.schemas import JobError
 
-    opts = parse_storage_options(storage_option)
     try:
+        opts = parse_storage_options(storage_option)
         result = evaluate(output, references, opts or None, default_language=language)
         violations = check_thresholds(result, list(fail_above or []))
     except (JobError, ValueError) as exc:

@@ -7,7 +7,7 @@ from typing import Any
 
 from earmark.annotator import Annotator
 from earmark.batch.stages import DecodeStage
-from earmark.io.listing import list_source
+from earmark.io.listing import list_named
 from earmark.models.base import ModelLoadError
 from earmark.schemas import JobError, LimitsSpec, ModelSpec, TaskRequest
 
@@ -25,7 +25,7 @@ def annotate_files(
     except (ModelLoadError, OSError) as exc:
         raise JobError(f"model cannot be loaded: {exc}") from exc
     rows = []
-    for listed in (r for p in paths for r in list_source(p)):
+    for listed in list_named(paths):
         table = DecodeStage(LimitsSpec(), None, "local", model.family)(_listing_table([listed]))
         row = annotator(table).to_pylist()[0]
         row.pop("payload", None)

@@ -79,6 +79,33 @@ def check_plan(spec: ResourceSpec, size: ClusterSize, *, with_model: bool = True
         )
 
 
+CONNECT_TIMEOUT_S = 10.0  # Ray itself retries an unreachable GCS for minutes, silently
+
+
+def check_reachable(address: str) -> None:
+    """Refuse a `host:port` or `ray://host:port` cluster address that does not accept a TCP
+    connection, with the reason, instead of letting ray.init retry it without end."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    parts = urlsplit(address if "://" in address else f"gcs://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise JobError(f"Ray address {address!r} must be host:port or ray://host:port")
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise JobError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check the "
+            "address and that the head node is running"
+        ) from None
+
+
 def init_ray(address: str | None, spec: ResourceSpec) -> ClusterSize:
     """Connect to a cluster, or start an embedded local Ray sized to the machine."""
     import ray
@@ -91,6 +118,7 @@ def init_ray(address: str | None, spec: ResourceSpec) -> ClusterSize:
     if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
         env = None  # a submitted job already carries its runtime env; Ray refuses an overlap
     if address:
+        check_reachable(address)
         ray.init(address=address, runtime_env=env, log_to_driver=False)
         res = ray.cluster_resources()
         return ClusterSize(res.get("CPU", 0.0), res.get("GPU", 0.0))

@@ -112,6 +112,36 @@ def test_rerun_resumes_and_never_duplicates(tmp_path):
     assert len(ids) == 7 == len(set(ids))
 
 
+def test_changed_file_gets_a_new_row_that_replaces_the_old(tmp_path):
+    """One row per file: a file rewritten since its row was made is annotated again, and its
+    old row goes once the new one is written."""
+    src = corpus(tmp_path / "src", 3)
+    first = run_job(job(src, tmp_path / "out"), progress=False)
+    assert first.files_ok == 3 and first.output_rows == 3
+    changed = sorted(src.iterdir())[0]
+    shutil.copy(SPEECH[1], changed)  # new content under the same name
+    again = run_job(job(src, tmp_path / "out"), progress=False)
+    assert again.files_done_before == 2 and again.files_ok == 1
+    assert again.rows_superseded == 1 and again.duplicates_removed == 0
+    assert again.output_rows == 3 and again.output_ok == 3  # the output's totals, not the run's
+    rows = read_output(str(tmp_path / "out")).to_pylist()
+    assert sorted(r["uri"] for r in rows) == sorted(f"file://{p}" for p in src.iterdir())
+    new = next(r for r in rows if r["uri"].endswith(changed.name))
+    assert norm(new["transcript"]) == norm(REFS[SPEECH[1].name])
+    summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
+    assert summary["output_rows"] == 3 and summary["rows_superseded"] == 1
+
+
+def test_output_of_a_scan_is_not_resumed_by_a_run(tmp_path):
+    src = corpus(tmp_path / "src", 2)
+    run_job(JobSpec(source=str(src), output=str(tmp_path / "out")), with_model=False,
+            progress=False)  # fmt: skip
+    with pytest.raises(JobError, match="holds rows of another job \\(a scan\\)"):
+        run_job(job(src, tmp_path / "out"), progress=False)
+    rows = read_output(str(tmp_path / "out")).to_pylist()
+    assert len(rows) == 2 and all(r["model"] is None for r in rows)  # untouched
+
+
 def test_ten_percent_corrupt_gives_ninety_percent_ok(tmp_path):
     src = corpus(tmp_path / "src", 18, corrupt=2)
     summary = run_job(job(src, tmp_path / "out"), progress=False)

@@ -11,6 +11,7 @@ from earmark.cli import app
 from paths import DEMO
 
 FOX = "The quick brown fox jumps over the lazy dog near the river bank."
+FOX_PATH = DEMO / "s01_fox.wav"
 
 
 def _json_rows(output: str) -> list[dict]:
@@ -60,3 +61,18 @@ def test_annotate_bad_inputs_are_clear(tmp_path):
         app, ["annotate", str(bad), "--model", "whisper", "--tasks", "caption"]
     )
     assert res.exit_code == 1 and "cannot do task 'caption'" in res.output
+
+
+def test_annotate_gives_one_row_per_named_path(tmp_path):
+    """A missing file is an error row beside the others, not the end of the command; a file
+    named explicitly is read whatever its extension."""
+    noext = tmp_path / "fox_without_extension"
+    noext.write_bytes(FOX_PATH.read_bytes())
+    missing = tmp_path / "missing.wav"
+    args = ["annotate", str(FOX_PATH), str(missing), str(noext), "--model", "whisper", "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1, res.output  # one file failed
+    rows = _json_rows(res.output)
+    assert [r["status"] for r in rows] == ["ok", "error", "ok"]
+    assert rows[1]["error_kind"] == "not_found" and "missing.wav" in rows[1]["error"]
+    assert rows[2]["transcript"] == FOX

@@ -400,3 +400,14 @@ def test_lying_header_on_a_small_file_is_truncated_not_too_long(tmp_path):
     err = _expect(_with_data_size(p, 0xFFFFFFF0), ErrorStage.DECODE, ErrorKind.TRUNCATED,
                   ["truncated", "2.00 s decoded"], max_duration_s=1800.0)  # fmt: skip
     assert "limit" not in err.message
+
+
+def test_cut_wav_with_a_small_limit_is_truncated_not_too_long(tmp_path):
+    """The header claims 4 s, the file holds 0.1 s: over a 2-s limit only by its lie."""
+    p = write(tmp_path / "w.wav", tone(300, 16000, 4.0), 16000, "wav16")
+    data = p.read_bytes()[:3244]
+    err = _expect(data, ErrorStage.DECODE, ErrorKind.TRUNCATED, ["truncated"], max_duration_s=2.0)
+    assert "4.00 s its header declares" in err.message
+    long = write(tmp_path / "l.wav", tone(300, 16000, 3.0), 16000, "wav16")
+    err = _expect(long, ErrorStage.DECODE, ErrorKind.TOO_LONG, ["limit"], max_duration_s=2.0)
+    assert "lasts 3.0 s, over the 2.0 s limit" in err.message  # seconds, not "0.00 h"

@@ -185,3 +185,16 @@ def test_bad_checkpoints_are_named(tmp_path: Path) -> None:
         WhisperModel(str(broken))
     with pytest.raises(ValueError, match="batch_mode"):
         WhisperModel(batch_mode="parallel")  # type: ignore[arg-type]
+
+
+def test_preflight_refuses_unknown_and_uncached_checkpoints(monkeypatch):
+    from earmark.models.base import ModelLoadError
+    from earmark.models.whisper import WhisperModel
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-hf-cache")
+    WhisperModel.preflight("tiny.en")  # the bundled model
+    with pytest.raises(ModelLoadError, match="neither a local CTranslate2 directory nor a size"):
+        WhisperModel.preflight("nonexist")
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        WhisperModel.preflight("tiny")

@@ -255,15 +255,19 @@ def decode_audio(
         )
 
 
-def _header_claims(f: IO[bytes]) -> tuple[float | None, int | None]:
-    """(seconds a WAV header claims or None, the file's size in bytes or None)."""
+def _header_claims(f: IO[bytes]) -> tuple[float | None, int | None, int]:
+    """(seconds a WAV header claims or None, the file's size in bytes or None, the fewest
+    bytes per second the file's audio can take: a WAV's byte rate, else a codec's floor)."""
     try:
         pos = f.tell()
         size = f.seek(0, io.SEEK_END)
         f.seek(pos)
     except (OSError, ValueError):
         size = None
-    return riff_declared_duration(f), size
+    riff = riff_header(f)
+    if riff is None:
+        return None, size, MIN_PLAUSIBLE_BYTES_PER_S
+    return riff[0], size, riff[1]
 
 
 def _decode_container(
@@ -274,6 +278,7 @@ def _decode_container(
     t0: float,
     riff_declared: float | None,
     file_bytes: int | None,
+    min_bytes_per_s: int,
 ) -> DecodedAudio:
     import av
 
@@ -294,12 +299,12 @@ def _decode_container(
     fmt = container.format.name
     # FFmpeg clamps a WAV's data size to the file size, so read what the header itself claims
     declared = riff_declared or _declared_duration(container, stream)
-    plausible = file_bytes is None or (declared or 0) * MIN_PLAUSIBLE_BYTES_PER_S <= file_bytes
+    plausible = file_bytes is None or (declared or 0) * min_bytes_per_s <= file_bytes
     if declared is not None and declared > max_duration_s and plausible:
         raise EarmarkError(
             ErrorStage.DECODE,
             ErrorKind.TOO_LONG,
-            f"{what} lasts {declared / 3600:.2f} h, over the {max_duration_s / 3600:.2f} h limit "
+            f"{what} lasts {_span(declared)}, over the {_span(max_duration_s)} limit "
             "(limits.max_duration_s)",
         )
     # Downmix first (exact, any channel count or layout), then resample one channel only.
@@ -333,7 +338,7 @@ def _decode_container(
                 raise EarmarkError(
                     ErrorStage.DECODE,
                     ErrorKind.TOO_LONG,
-                    f"{what} is longer than the {max_duration_s:.0f} s limit "
+                    f"{what} is longer than the {_span(max_duration_s)} limit "
                     "(limits.max_duration_s)",
                 )
             channels = channels or frame.layout.nb_channels
@@ -387,6 +392,10 @@ def _decode_container(
     )
 
 
+def _span(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.1f} s"
+
+
 def _check_rate(sr: int, what: str) -> None:
     if sr and not MIN_SOURCE_RATE_HZ <= sr <= MAX_SOURCE_RATE_HZ:
         raise EarmarkError(
@@ -408,10 +417,10 @@ def _declared_duration(container: Any, stream: Any) -> float | None:
     return None
 
 
-def riff_declared_duration(f: IO[bytes]) -> float | None:
-    """Seconds a RIFF/WAVE header claims (data chunk size / byte rate); None if not a WAV.
+def riff_header(f: IO[bytes]) -> tuple[float, int] | None:
+    """(seconds the data chunk claims, byte rate) of a RIFF/WAVE header; None if not a WAV.
 
-    Sizes in RIFF_UNKNOWN_SIZES mean "unknown" (streamed WAVs) and are ignored.
+    Sizes in RIFF_UNKNOWN_SIZES mean "unknown" (streamed WAVs) and give None too.
     """
     import struct
 
@@ -431,7 +440,7 @@ def riff_declared_duration(f: IO[bytes]) -> float | None:
             byte_rate = struct.unpack_from("<I", head, i + 16)[0]
         elif cid == b"data":
             if byte_rate and size not in RIFF_UNKNOWN_SIZES:
-                return size / byte_rate
+                return size / byte_rate, byte_rate
             return None
         i += 8 + size + (size & 1)
     return None

@@ -14,7 +14,14 @@ from typing import Any
 
 from earmark.batch.summary import JobSummary, new_acc
 from earmark.io.listing import list_source
-from earmark.io.sink import SUMMARY_NAME, clean_temp, done_ids, repair_duplicates
+from earmark.io.sink import (
+    SUMMARY_NAME,
+    claim_output,
+    clean_temp,
+    done_rows,
+    output_counts,
+    repair_duplicates,
+)
 from earmark.io.storage import check_writable, get_fs
 from earmark.resources import check_plan, init_ray, local_cluster_size
 from earmark.schemas import JobError, JobSpec
@@ -60,8 +67,13 @@ def run_job(
         check_plan(spec.resources, local_cluster_size(spec.resources), with_model=with_model)
     rows = list_source(spec.source, spec.storage_options)
     clean_temp(spec.output, spec.storage_options)
-    done = done_ids(spec.output, spec.storage_options)
+    done = done_rows(spec.output, spec.storage_options)
+    claim_output(spec.output, job_identity(spec, with_model), spec.storage_options)
     todo = [r for r in rows if r["audio_id"] not in done]
+    # a listed file whose row has another audio_id changed since (size, mtime or etag): its
+    # new row replaces the old one once written
+    current = {r["uri"]: r["audio_id"] for r in rows}
+    superseded = {a for a, uri in done.items() if uri in current and current[uri] != a}
     summary = JobSummary(
         job_id=spec.job_id or "", files_listed=len(rows), files_done_before=len(rows) - len(todo)
     )
@@ -81,11 +93,28 @@ def run_job(
             raise JobError(_explain_failure(exc)) from exc
         # an Annotator killed mid-write leaves its temp file; its batch was rewritten elsewhere
         clean_temp(spec.output, spec.storage_options)
-    summary.duplicates_removed = repair_duplicates(spec.output, spec.storage_options)
+    summary.duplicates_removed, summary.rows_superseded = repair_duplicates(
+        spec.output, spec.storage_options, superseded
+    )
     summary.finish(acc, time.perf_counter() - t0)
+    summary.output_rows, summary.output_ok = output_counts(spec.output, spec.storage_options)
     fs, root = get_fs(spec.output, spec.storage_options)
     fs.pipe_file(f"{root.rstrip('/')}/{SUMMARY_NAME}", summary.to_json().encode())
     return summary
+
+
+def job_identity(spec: JobSpec, with_model: bool) -> dict[str, Any]:
+    """What decides a row's content: a rerun with the same identity may skip done files."""
+    if not with_model:
+        return {"kind": "scan"}
+    from earmark.models.registry import model_class
+
+    cls = model_class(spec.model.family)
+    return {
+        "kind": "annotate",
+        "model": f"{spec.model.family}:{spec.model.checkpoint or cls.info.default_checkpoint}",
+        "tasks": [t.model_dump() for t in spec.tasks],
+    }
 
 
 def _configure_ray_data() -> None:

@@ -29,6 +29,11 @@ class JobSummary(BaseModel):
     )
     errors_by_kind: dict[str, int] = Field(default_factory=dict, description="stage/kind → count")
     duplicates_removed: int = Field(default=0, description="Duplicate rows repaired at the end")
+    rows_superseded: int = Field(
+        default=0, description="Old rows of files that changed since, replaced by their new row"
+    )
+    output_rows: int = Field(default=0, description="Rows in the whole output after this run")
+    output_ok: int = Field(default=0, description="Rows with status ok in the whole output")
 
     def add(self, rows: list[dict[str, Any]], acc: dict[str, float]) -> None:
         """Fold a batch of summary rows in; `acc` holds running sums."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -67,7 +68,7 @@ def list_source(source: str, storage_options: dict[str, Any] | None = None) -> l
 
 def _list_files(source: str, storage_options: dict[str, Any] | None) -> list[dict[str, Any]]:
     fs, path = get_fs(source, storage_options)
-    if any(ch in path for ch in "*?["):
+    if any(ch in path for ch in "*?[") and not fs.exists(path):  # a real "take [1]" is a name
         infos = fs.glob(path, detail=True)
         if not infos:
             raise JobError(f"source glob {source!r} matched no files")
@@ -89,15 +90,22 @@ def _list_files(source: str, storage_options: dict[str, Any] | None) -> list[dic
             continue
         uri = full_uri(fs, p)
         size = info.get("size")
-        rows.append(
-            {
-                "audio_id": audio_id_for(uri, size, _version(info)),
-                "uri": uri,
-                "size_bytes": size,
-                "meta": None,
-                "list_error": None,
-            }
-        )
+        row = {
+            "audio_id": audio_id_for(uri, size, _version(info)),
+            "uri": uri,
+            "size_bytes": size,
+            "meta": None,
+            "list_error": None,
+        }
+        if info.get("islink"):  # the link's own info: say why its target cannot be read
+            try:
+                os.stat(p)
+            except OSError as exc:
+                err = classify_os_error(exc, ErrorStage.LIST, uri)
+                row["audio_id"] = audio_id_for(uri, None, None)
+                row["size_bytes"] = None
+                row["list_error"] = {"kind": str(err.kind), "message": err.message}
+        rows.append(row)
     return rows
 
 
@@ -126,36 +134,71 @@ def read_manifest(source: str, storage_options: dict[str, Any] | None = None) ->
     records = table.to_pylist()
     for rec in records:
         uri = str(rec.get("uri") or "").strip()
-        if uri and "://" not in uri:
+        if uri.startswith("file://"):
+            uri = "file://" + posixpath.normpath(uri.removeprefix("file://"))
+        elif uri and "://" not in uri:
             # absolute paths are local files; relative ones live beside the manifest
             uri = (
-                "file://" + uri if uri.startswith("/") else full_uri(fs, posixpath.join(base, uri))
+                "file://" + posixpath.normpath(uri)
+                if uri.startswith("/")
+                else full_uri(fs, posixpath.join(base, uri))
             )
         rec["uri"] = uri
+    empty = [i + 1 for i, rec in enumerate(records) if not rec["uri"]]
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
+        raise JobError(
+            f"manifest {source!r} has {len(empty)} row(s) with an empty 'uri' (row {shown}); "
+            "every row must name a file"
+        )
     return records
+
+
+def _meta_value(v: Any) -> str:
+    """Manifest values as strings for the row's `meta` map: text as is, the rest as JSON."""
+    return v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
+
+
+def stat_row(
+    uri: str, meta: dict[str, str] | None, storage_options: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The listing row of one named file; a file that cannot be stat'ed gets `list_error`."""
+    row = {"uri": uri, "size_bytes": None, "meta": meta or None, "list_error": None}
+    try:
+        fs, p = get_fs(uri, storage_options)
+        info = fs.info(p)
+        if info.get("type") == "directory":
+            raise IsADirectoryError(p)
+        if info.get("islink"):
+            os.stat(p)  # a broken link or a loop raises here, with its reason
+        row["size_bytes"] = info.get("size")
+        row["audio_id"] = audio_id_for(uri, row["size_bytes"], _version(info))
+    except Exception as exc:
+        err = classify_os_error(exc, ErrorStage.LIST, uri)
+        row["audio_id"] = audio_id_for(uri, None, None)
+        row["list_error"] = {"kind": str(err.kind), "message": err.message}
+    return row
+
+
+def list_named(paths: list[str]) -> list[dict[str, Any]]:
+    """Listing rows for paths named one by one (`earmark annotate`): a folder gives its audio
+    files, anything else exactly one row, an error row when it is missing or unreadable."""
+    rows = []
+    for path in paths:
+        if os.path.isdir(path):
+            rows.extend(list_source(path))
+        else:
+            rows.append(stat_row("file://" + os.path.abspath(path), None, None))
+    return rows
 
 
 def _list_manifest(source: str, storage_options: dict[str, Any] | None) -> list[dict[str, Any]]:
     records = read_manifest(source, storage_options)
 
     def stat(rec: dict[str, Any]) -> dict[str, Any]:
-        uri = rec["uri"]
-        meta = {k: ("" if v is None else str(v)) for k, v in rec.items() if k != "uri"}
-        row = {"uri": uri, "size_bytes": None, "meta": meta or None, "list_error": None}
-        try:
-            if not uri:
-                raise FileNotFoundError("empty uri in manifest")
-            fs, p = get_fs(uri, storage_options)
-            info = fs.info(p)
-            if info.get("type") == "directory":
-                raise IsADirectoryError(p)
-            row["size_bytes"] = info.get("size")
-            row["audio_id"] = audio_id_for(uri, row["size_bytes"], _version(info))
-        except Exception as exc:
-            err = classify_os_error(exc, ErrorStage.LIST, uri or "<empty>")
-            row["audio_id"] = audio_id_for(uri, None, None)
-            row["list_error"] = {"kind": str(err.kind), "message": err.message}
-        return row
+        # a null (or a column this row lacks) is no entry, not an empty string
+        meta = {k: _meta_value(v) for k, v in rec.items() if k != "uri" and v is not None}
+        return stat_row(rec["uri"], meta, storage_options)
 
     with ThreadPoolExecutor(STAT_THREADS) as pool:
         return list(pool.map(stat, records))

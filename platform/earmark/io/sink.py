@@ -7,13 +7,18 @@ Exactly-once rests on three facts:
    (atomic on POSIX); object stores publish an object only when its upload completes.
 3. A rerun first reads the audio_ids already in the output and never schedules them again.
 `repair_duplicates` checks the invariant at the end of every job and removes any duplicate row
-(which (1)-(3) should make impossible) so the output holds one row per audio_id regardless.
+(which (1)-(3) should make impossible) so the output holds one row per audio_id regardless; it
+also drops the old row of a file that changed since it was annotated (its new row was written
+by this job), so the output holds one row per file.
+A rerun continues only the same job: `_job.json` records what made the rows (scan or annotate,
+model, tasks), and an output made by another job is refused instead of counted as done.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import posixpath
 import uuid
@@ -23,11 +28,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earmark.io.storage import get_fs, is_local
-from earmark.schemas import OUTPUT_SCHEMA
+from earmark.schemas import OUTPUT_SCHEMA, JobError
 
 SHARD_PREFIX = "part-"
 TMP_PREFIX = ".tmp-"
 SUMMARY_NAME = "_summary.json"  # leading underscore: Parquet readers skip it
+JOB_NAME = "_job.json"  # what made the rows: a rerun must be the same job to skip them
 
 
 def shard_name(audio_ids: list[str]) -> str:
@@ -90,9 +96,70 @@ def read_output(
     return pa.concat_tables(tables)
 
 
+def done_rows(output: str, storage_options: dict[str, Any] | None = None) -> dict[str, str]:
+    """audio_id → uri of the rows already in the output: a rerun skips those audio_ids."""
+    try:
+        t = read_output(output, storage_options, ["audio_id", "uri"])
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise JobError(
+            f"the output {output} holds a file earmark cannot read as one of its shards "
+            f"({_first_line(exc)}); move it away or choose another output"
+        ) from None
+    return dict(zip(t.column("audio_id").to_pylist(), t.column("uri").to_pylist(), strict=True))
+
+
 def done_ids(output: str, storage_options: dict[str, Any] | None = None) -> set[str]:
     """audio_ids that already have a row: a rerun skips them."""
-    return set(read_output(output, storage_options, ["audio_id"]).column("audio_id").to_pylist())
+    return set(done_rows(output, storage_options))
+
+
+def claim_output(
+    output: str, identity: dict[str, Any], storage_options: dict[str, Any] | None = None
+) -> None:
+    """Record this job's identity in the output, or refuse an output another job made.
+
+    Rows of a scan, or of another model or task list, are not this job's work: counting them
+    as done would skip every file and leave rows without the asked-for columns.
+    """
+    fs, root = get_fs(output, storage_options)
+    path = posixpath.join(root.rstrip("/"), JOB_NAME)
+    if fs.exists(path):
+        try:
+            before = json.loads(fs.cat_file(path))
+        except ValueError:
+            before = None
+        if before != identity:
+            raise JobError(
+                f"the output {output} holds rows of another job ({_describe(before)}); this job "
+                f"is {_describe(identity)}. A rerun only continues the same job: choose another "
+                f"output, or delete {output} to start over"
+            )
+        return
+    if is_local(fs):
+        os.makedirs(root, exist_ok=True)
+    fs.pipe_file(path, json.dumps(identity, sort_keys=True, indent=2).encode())
+
+
+def _describe(identity: Any) -> str:
+    if not isinstance(identity, dict):
+        return f"an unreadable {JOB_NAME}"
+    if identity.get("kind") == "scan":
+        return "a scan"
+    tasks = ", ".join(
+        t["name"] if not t.get("prompt") else f"{t['name']}={t['prompt']!r}"
+        for t in identity.get("tasks", [])
+    )
+    return f"model {identity.get('model')}, tasks {tasks}"
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def output_counts(output: str, storage_options: dict[str, Any] | None = None) -> tuple[int, int]:
+    """(rows, rows with status ok) in the whole output, this run's and earlier runs' alike."""
+    status = read_output(output, storage_options, ["status"]).column("status").to_pylist()
+    return len(status), sum(1 for s in status if s == "ok")
 
 
 def clean_temp(output: str, storage_options: dict[str, Any] | None = None) -> int:
@@ -106,27 +173,36 @@ def clean_temp(output: str, storage_options: dict[str, Any] | None = None) -> in
     return len(stale)
 
 
-def repair_duplicates(output: str, storage_options: dict[str, Any] | None = None) -> int:
-    """Enforce one row per audio_id across shards; returns how many duplicate rows were removed."""
+def repair_duplicates(
+    output: str,
+    storage_options: dict[str, Any] | None = None,
+    superseded: frozenset[str] | set[str] = frozenset(),
+) -> tuple[int, int]:
+    """Enforce one row per audio_id across shards, and drop the rows in `superseded` (old rows
+    of files that changed, whose new row this job wrote). Returns (duplicates, superseded)
+    removed. A shard is rewritten before the old one goes, so a crash here loses no row (it
+    leaves a duplicate, which the next run removes)."""
     fs, _ = get_fs(output, storage_options)
     seen: set[str] = set()
-    removed = 0
+    duplicates = dropped = 0
     for shard in list_shards(output, storage_options):
         with fs.open(shard, "rb") as f:
             ids = pq.read_table(f, columns=["audio_id"]).column("audio_id").to_pylist()
-        dup = []
+        drop = set()
         for i, a in enumerate(ids):
-            if a in seen:
-                dup.append(i)
+            if a in superseded:
+                drop.add(i)
+                dropped += 1
+            elif a in seen:
+                drop.add(i)
+                duplicates += 1
             seen.add(a)
-        if not dup:
+        if not drop:
             continue
-        with fs.open(shard, "rb") as f:
-            table = pq.read_table(f)
-        drop = set(dup)
         keep = [i for i in range(len(ids)) if i not in drop]
-        removed += len(dup)
-        fs.rm(shard)
         if keep:
+            with fs.open(shard, "rb") as f:
+                table = pq.read_table(f)
             write_shard(table.take(keep), output, storage_options)
-    return removed
+        fs.rm(shard)
+    return duplicates, dropped

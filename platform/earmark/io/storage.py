@@ -50,6 +50,10 @@ def parse_storage_options(items: list[str] | None) -> dict[str, Any]:
         *parents, leaf = key.strip().split(".")
         for p in parents:
             target = target.setdefault(p, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"storage option {item!r}: {p!r} was already given a value")
+        if isinstance(target.get(leaf), dict):
+            raise ValueError(f"storage option {item!r}: {leaf!r} already holds nested options")
         target[leaf] = parsed
     return out
 

@@ -166,8 +166,27 @@ class WhisperModel(AudioModel):
 
     @classmethod
     def preflight(cls, checkpoint: str) -> None:
-        """tiny.en resolves to the bundled model; a local directory must be a CT2 model."""
-        resolve_checkpoint(checkpoint)
+        """tiny.en resolves to the bundled model; a local directory must be a CT2 model; a size
+        name or hub id must be one faster-whisper knows, and cached when offline."""
+        name = resolve_checkpoint(checkpoint)
+        if os.path.isdir(name):
+            return
+        from faster_whisper.utils import available_models, download_model
+
+        if "/" not in name and name not in available_models():
+            raise ModelLoadError(
+                f"Whisper checkpoint {checkpoint!r} is neither a local CTranslate2 directory nor "
+                f"a size faster-whisper knows ({', '.join(available_models())})"
+            )
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+            try:
+                download_model(name, local_files_only=True)  # a cache lookup, no network
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"Whisper checkpoint {checkpoint!r} is not in the local Hugging Face cache "
+                    f"and HF_HUB_OFFLINE=1 ({type(exc).__name__}): download it first or pass "
+                    "a local CTranslate2 directory"
+                ) from None
 
     # -- CPU side ---------------------------------------------------------------------------
     @classmethod
