@@ -111,12 +111,38 @@ def test_output_of_another_job_is_refused_not_counted_as_done(tmp_path):
         claim_output(str(other), {**run, "tasks": [{"name": "asr"}, {"name": "caption"}]})
 
 
-def test_superseded_rows_go_and_a_shard_is_rewritten_before_the_old_one_is_removed(tmp_path):
+def test_repair_drops_duplicates_and_superseded_rows_and_counts_the_rest(tmp_path):
     write_shard(_ids_table(["a", "b", "c"]), str(tmp_path))
     write_shard(_ids_table(["c", "d"]), str(tmp_path))  # "c" twice
-    assert repair_duplicates(str(tmp_path), superseded={"b"}) == (1, 1)
+    got = repair_duplicates(str(tmp_path), superseded={"b"})
+    assert (got.duplicates, got.superseded, got.rows, got.ok) == (1, 1, 3, 3)
     assert sorted(done_rows(str(tmp_path))) == ["a", "c", "d"]
-    assert repair_duplicates(str(tmp_path)) == (0, 0)
+    again = repair_duplicates(str(tmp_path))
+    assert (again.duplicates, again.superseded, again.rows) == (0, 0, 3)
+
+
+def test_repair_that_crashes_while_rewriting_loses_no_row(tmp_path, monkeypatch):
+    """The old shard is deleted only after its rewritten copy exists."""
+    import earmark.io.sink as sink
+
+    write_shard(_ids_table(["a", "b"]), str(tmp_path))
+
+    def crash(*_a, **_k):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(sink, "write_shard", crash)
+    with pytest.raises(OSError):
+        repair_duplicates(str(tmp_path), superseded={"b"})
+    assert sorted(done_rows(str(tmp_path))) == ["a", "b"]
+
+
+def test_rewritten_shard_that_lands_on_an_existing_name_is_kept(tmp_path):
+    """Dropping "s" from {x, y, s} rewrites {x, y}, whose name is that of an existing shard
+    (hashed from the same ids); that shard must not then be dropped as a duplicate of itself."""
+    write_shard(_ids_table(["x", "y"]), str(tmp_path))
+    write_shard(_ids_table(["x", "y", "s"]), str(tmp_path))
+    got = repair_duplicates(str(tmp_path), superseded={"s"})
+    assert sorted(done_rows(str(tmp_path))) == ["x", "y"] and got.rows == 2
 
 
 def test_unreadable_shard_in_the_output_is_a_clear_refusal(tmp_path):

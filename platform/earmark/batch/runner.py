@@ -19,7 +19,6 @@ from earmark.io.sink import (
     claim_output,
     clean_temp,
     done_rows,
-    output_counts,
     repair_duplicates,
 )
 from earmark.io.storage import check_writable, get_fs
@@ -93,11 +92,10 @@ def run_job(
             raise JobError(_explain_failure(exc)) from exc
         # an Annotator killed mid-write leaves its temp file; its batch was rewritten elsewhere
         clean_temp(spec.output, spec.storage_options)
-    summary.duplicates_removed, summary.rows_superseded = repair_duplicates(
-        spec.output, spec.storage_options, superseded
-    )
+    repaired = repair_duplicates(spec.output, spec.storage_options, superseded)
+    summary.duplicates_removed, summary.rows_superseded = repaired.duplicates, repaired.superseded
+    summary.output_rows, summary.output_ok = repaired.rows, repaired.ok
     summary.finish(acc, time.perf_counter() - t0)
-    summary.output_rows, summary.output_ok = output_counts(spec.output, spec.storage_options)
     fs, root = get_fs(spec.output, spec.storage_options)
     fs.pipe_file(f"{root.rstrip('/')}/{SUMMARY_NAME}", summary.to_json().encode())
     return summary

@@ -97,14 +97,8 @@ def _list_files(source: str, storage_options: dict[str, Any] | None) -> list[dic
             "meta": None,
             "list_error": None,
         }
-        if info.get("islink"):  # the link's own info: say why its target cannot be read
-            try:
-                os.stat(p)
-            except OSError as exc:
-                err = classify_os_error(exc, ErrorStage.LIST, uri)
-                row["audio_id"] = audio_id_for(uri, None, None)
-                row["size_bytes"] = None
-                row["list_error"] = {"kind": str(err.kind), "message": err.message}
+        if info.get("islink"):  # the link's own info: stat its target (broken? a loop?)
+            row = stat_row(uri, None, storage_options)
         rows.append(row)
     return rows
 

@@ -22,6 +22,7 @@ import json
 import os
 import posixpath
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -108,11 +109,6 @@ def done_rows(output: str, storage_options: dict[str, Any] | None = None) -> dic
     return dict(zip(t.column("audio_id").to_pylist(), t.column("uri").to_pylist(), strict=True))
 
 
-def done_ids(output: str, storage_options: dict[str, Any] | None = None) -> set[str]:
-    """audio_ids that already have a row: a rerun skips them."""
-    return set(done_rows(output, storage_options))
-
-
 def claim_output(
     output: str, identity: dict[str, Any], storage_options: dict[str, Any] | None = None
 ) -> None:
@@ -156,12 +152,6 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def output_counts(output: str, storage_options: dict[str, Any] | None = None) -> tuple[int, int]:
-    """(rows, rows with status ok) in the whole output, this run's and earlier runs' alike."""
-    status = read_output(output, storage_options, ["status"]).column("status").to_pylist()
-    return len(status), sum(1 for s in status if s == "ok")
-
-
 def clean_temp(output: str, storage_options: dict[str, Any] | None = None) -> int:
     """Remove temp files a killed run left behind (never complete shards)."""
     fs, root = get_fs(output, storage_options)
@@ -173,36 +163,52 @@ def clean_temp(output: str, storage_options: dict[str, Any] | None = None) -> in
     return len(stale)
 
 
+@dataclass
+class RepairResult:
+    duplicates: int  # rows whose audio_id another shard already held
+    superseded: int  # old rows of files that changed
+    rows: int  # rows in the whole output afterwards, earlier runs' included
+    ok: int  # of which status ok
+
+
 def repair_duplicates(
     output: str,
     storage_options: dict[str, Any] | None = None,
     superseded: frozenset[str] | set[str] = frozenset(),
-) -> tuple[int, int]:
-    """Enforce one row per audio_id across shards, and drop the rows in `superseded` (old rows
-    of files that changed, whose new row this job wrote). Returns (duplicates, superseded)
-    removed. A shard is rewritten before the old one goes, so a crash here loses no row (it
-    leaves a duplicate, which the next run removes)."""
+) -> RepairResult:
+    """Enforce one row per audio_id across shards, drop the rows in `superseded` (old rows of
+    files that changed, whose new row this job wrote), and count what stays, in one pass.
+
+    A shard is rewritten before the old one goes, so a crash here loses no row (it leaves a
+    duplicate, which the next run removes). A rewritten shard is never looked at again: its
+    name may be that of a later shard holding exactly the kept rows, which would otherwise be
+    dropped as duplicates of themselves."""
     fs, _ = get_fs(output, storage_options)
     seen: set[str] = set()
-    duplicates = dropped = 0
+    rewritten: set[str] = set()
+    out = RepairResult(0, 0, 0, 0)
     for shard in list_shards(output, storage_options):
+        if shard in rewritten:
+            continue
         with fs.open(shard, "rb") as f:
-            ids = pq.read_table(f, columns=["audio_id"]).column("audio_id").to_pylist()
-        drop = set()
+            cols = pq.read_table(f, columns=["audio_id", "status"])
+        ids, status = cols.column("audio_id").to_pylist(), cols.column("status").to_pylist()
+        keep = []
         for i, a in enumerate(ids):
             if a in superseded:
-                drop.add(i)
-                dropped += 1
+                out.superseded += 1
             elif a in seen:
-                drop.add(i)
-                duplicates += 1
+                out.duplicates += 1
+            else:
+                keep.append(i)
+                out.rows += 1
+                out.ok += status[i] == "ok"
             seen.add(a)
-        if not drop:
+        if len(keep) == len(ids):
             continue
-        keep = [i for i in range(len(ids)) if i not in drop]
         if keep:
             with fs.open(shard, "rb") as f:
                 table = pq.read_table(f)
-            write_shard(table.take(keep), output, storage_options)
+            rewritten.add(write_shard(table.take(keep), output, storage_options))
         fs.rm(shard)
-    return duplicates, dropped
+    return out
