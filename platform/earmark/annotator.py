@@ -3,8 +3,10 @@
 Batch: Ray Data hands it a block of decoded files (one row per file, windows pickled in
 `payload`); it flattens the windows of all files, buckets them by length so padding stays small,
 runs every requested task on each bucket with one encoder pass (the backend's contract), and
-merges the windows back into one output row per file. A window the model refuses or a bucket that
-crashes costs only the files involved: they become `error` rows at stage `infer`.
+merges the windows back into one output row per file. A window the model refuses costs only its
+file (an `infer/model_error` row); a failure of the model or its device is never a row: the
+failure policy (`earmark.failures`) decides, and the batch job's `AttemptLedger` narrows a batch
+that keeps crashing down to the one file to blame.
 
 Given an `output`, the batch job's Annotator also writes each block's rows as one shard before
 the call returns (`earmark.batch.stages.write_rows`: deterministic name, atomic) and returns only
@@ -17,28 +19,42 @@ run two model calls at once on one device or thread pool.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
 import pyarrow as pa
 
+from earmark.failures import (
+    FailureKind,
+    FatalModelError,
+    JobStopped,
+    classify,
+    describe,
+    release_memory,
+)
 from earmark.models.base import AudioModel, ModelInputError, Window
 from earmark.models.registry import load_model
 from earmark.schemas import ErrorKind, ErrorStage, ModelSpec, TaskRequest
 from earmark.tasks import clean_text, join_window_texts, parse_tags
 
 log = logging.getLogger(__name__)
+FATAL_EXIT_CODE = 70  # an Annotator process that exits on a fatal failure (EX_SOFTWARE)
 
 
-@dataclass
-class FileResult:
-    fields: dict[str, Any]  # output-row fields (transcript, segments, caption, tags, ...)
-    error: str | None = None
-    infer_s: float = 0.0
+class Ledger(Protocol):
+    """What the Annotator asks of the job's attempt ledger (`earmark.failures.AttemptLedger`,
+    reached through a Ray actor in the batch job)."""
+
+    def actor_started(self, actor_id: str) -> None: ...
+    def attempts(self, audio_ids: list[str]) -> dict[str, int]: ...
+    def may_quarantine(self, audio_id: str) -> str | None: ...
+    def begin(self, audio_ids: list[str]) -> int: ...
+    def succeed(self, token: int) -> None: ...
+    def fail(self, token: int, error: str) -> str: ...
 
 
 def bucket_windows(windows: list[Window], batch_size: int) -> list[list[int]]:
@@ -94,22 +110,30 @@ class Annotator:
         tasks: list[TaskRequest] | list[dict],
         output: str | None = None,
         storage_options: dict[str, Any] | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.spec = model if isinstance(model, ModelSpec) else ModelSpec.model_validate(model)
         self.tasks = [t if isinstance(t, TaskRequest) else TaskRequest(**t) for t in tasks]
         self.output = output  # batch job: write each block's rows as a shard (see module doc)
         self.storage_options = storage_options or {}
-        self._model_lock = threading.Lock()  # one model call at a time, whatever the threads
+        self.ledger = ledger  # batch job: attempts per file across restarts (see failures.py)
+        # one model call at a time, whatever the threads; re-entrant because a batch job
+        # holds it across a whole group of files (see _annotate_group)
+        self._model_lock = threading.RLock()
         self.model: AudioModel = load_model(self.spec)
         self.model.check_tasks(self.tasks)
         self.family = self.model.info.name
+        if self.ledger is not None:
+            self.ledger.actor_started(_actor_id())
 
     # -- windows → texts -------------------------------------------------------------------
     def annotate_windows(
         self, windows: list[Window], tasks: list[TaskRequest] | None = None
     ) -> tuple[list[dict[str, str] | None], list[str | None], tuple[int, int], float]:
         """Texts per window (None where the window failed), error per window, padding counts,
-        and the seconds spent in the model (lock waits excluded)."""
+        and the seconds spent in the model (lock waits excluded).
+
+        Raises FatalModelError when the model, not a window, failed (see earmark.failures)."""
         tasks = tasks or self.tasks
         texts: list[dict[str, str] | None] = [None] * len(windows)
         errors: list[str | None] = [None] * len(windows)
@@ -124,24 +148,40 @@ class Annotator:
         buckets = bucket_windows(sub, self.spec.batch_size)
         model_s = 0.0
         for bucket in buckets:
-            idx = [good[j] for j in bucket]
             with self._model_lock:
                 t0 = time.perf_counter()
-                try:
-                    outs = self.model.annotate([windows[i] for i in idx], tasks)
-                    for i, o in zip(idx, outs, strict=True):
-                        texts[i] = o
-                except Exception as exc:  # isolate the bad window: retry one by one
-                    log.warning(
-                        "batch of %d windows failed (%s); retrying one by one", len(idx), exc
-                    )
-                    for i in idx:
-                        try:
-                            texts[i] = self.model.annotate([windows[i]], tasks)[0]
-                        except Exception as one_exc:
-                            errors[i] = f"{type(one_exc).__name__}: {one_exc}"
+                self._run_bucket([good[j] for j in bucket], windows, tasks, texts, errors)
                 model_s += time.perf_counter() - t0
         return texts, errors, padding_of(sub, buckets), model_s
+
+    def _run_bucket(
+        self,
+        idx: list[int],
+        windows: list[Window],
+        tasks: list[TaskRequest],
+        texts: list[dict[str, str] | None],
+        errors: list[str | None],
+    ) -> None:
+        """One model call; a refused window or an out-of-memory batch is split in halves
+        until the window to blame is alone. Anything else is the model's failure."""
+        try:
+            outs = self.model.annotate([windows[i] for i in idx], tasks)
+        except Exception as exc:
+            kind = classify(exc)
+            if kind is FailureKind.INPUT and len(idx) == 1:
+                errors[idx[0]] = describe(exc)
+                return
+            if kind is FailureKind.FATAL or len(idx) == 1:  # OOM on one window is fatal too
+                raise FatalModelError(describe(exc)) from exc
+            log.warning("batch of %d windows failed (%s); splitting it", len(idx), describe(exc))
+            if kind is FailureKind.OUT_OF_MEMORY:
+                release_memory()
+            half = len(idx) // 2
+            self._run_bucket(idx[:half], windows, tasks, texts, errors)
+            self._run_bucket(idx[half:], windows, tasks, texts, errors)
+            return
+        for i, o in zip(idx, outs, strict=True):
+            texts[i] = o
 
     # -- Ray Data batch method ---------------------------------------------------------------
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -157,19 +197,60 @@ class Annotator:
         """Decoded rows (work schema) → the same rows annotated, payloads dropped."""
         rows = batch.to_pylist()
         todo = [r for r in rows if r.get("payload") is not None and r["status"] == "ok"]
+        for group in self._plan(todo):
+            self._annotate_group(group)
+        for r in rows:
+            r["payload"] = None
+            r["model"] = self.model.name
+            r["model_revision"] = self.spec.revision
+        return pa.Table.from_pylist(rows, schema=batch.schema)
+
+    def _plan(self, todo: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """The block as one group; one file per group (least tried first) when some of its
+        files failed fatally before, so the file to blame is found and the others pass."""
+        if not todo:
+            return []
+        tried = self.ledger.attempts([r["audio_id"] for r in todo]) if self.ledger else {}
+        if not tried:
+            return [todo]
+        log.warning("a block with %d earlier fatal attempts: one file at a time", len(tried))
+        return [[r] for r in sorted(todo, key=lambda r: tried.get(r["audio_id"], 0))]
+
+    def _annotate_group(self, group: list[dict[str, Any]]) -> None:
+        if self.ledger is None:
+            self._annotate_files(group)
+            return
+        if len(group) == 1 and (why := self.ledger.may_quarantine(group[0]["audio_id"])):
+            r = group[0]
+            r.update(status="error", error_stage=str(ErrorStage.INFER), error=why)
+            r["error_kind"] = str(ErrorKind.MODEL_CRASH)
+            return
+        with self._model_lock:  # begin..end covers only files really in the model
+            token = self.ledger.begin([r["audio_id"] for r in group])
+            try:
+                self._annotate_files(group)
+            except FatalModelError as exc:
+                stop = self.ledger.fail(token, str(exc))
+                if stop:
+                    raise JobStopped(stop) from exc
+                _exit_for_restart(str(exc))
+            self.ledger.succeed(token)
+
+    def _annotate_files(self, files: list[dict[str, Any]]) -> None:
+        """Annotate decoded rows in place: merged fields, or an infer error row."""
         all_windows: list[Window] = []
         owner: list[int] = []
-        for k, r in enumerate(todo):
+        for k, r in enumerate(files):
             ws = pickle.loads(r["payload"])
             all_windows += ws
             owner += [k] * len(ws)
         texts, errors, (real, padded), elapsed = self.annotate_windows(all_windows)
         total_audio = sum(w.num_samples for w in all_windows) or 1
-        for k, r in enumerate(todo):
+        for k, r in enumerate(files):
             mine = [i for i, o in enumerate(owner) if o == k]
             audio = sum(all_windows[i].num_samples for i in mine)
             r["infer_s"] = elapsed * audio / total_audio  # share of the batch by audio length
-            r["_pad_real"] = sum(all_windows[i].num_samples for i in mine)
+            r["_pad_real"] = audio
             r["_pad_total"] = int(padded * audio / max(real, 1))
             bad = [errors[i] for i in mine if errors[i]]
             if bad:
@@ -185,31 +266,22 @@ class Annotator:
                         self.family,
                     )
                 )
-        for r in rows:
-            r["payload"] = None
-            r["model"] = self.model.name
-            r["model_revision"] = self.spec.revision
-        return pa.Table.from_pylist(rows, schema=batch.schema)
 
-    # -- Serve / local use -----------------------------------------------------------------
-    def annotate_samples(
-        self, audio_id: str, samples: np.ndarray, tasks: list[TaskRequest] | None = None
-    ) -> dict[str, Any]:
-        """Row fields for one decoded file (16 kHz mono float32); raises on model failure."""
-        from earmark.audio.segment import make_windows
 
-        tasks = tasks or self.tasks
-        self.model.check_tasks(tasks)
-        windows = make_windows(audio_id, samples, type(self.model))
-        texts, errors, _, elapsed = self.annotate_windows(windows, tasks)
-        bad = [e for e in errors if e]
-        if bad:
-            raise ModelInputError(bad[0])
-        fields = merge_windows(windows, texts, tasks, self.family)  # type: ignore[arg-type]
-        fields.update(
-            infer_s=elapsed,
-            num_windows=len(windows),
-            model=self.model.name,
-            model_revision=self.spec.revision,
-        )
-        return fields
+def _actor_id() -> str:
+    """This Ray actor's id (the same across its restarts); the pid outside Ray."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_actor_id() or f"pid-{os.getpid()}"
+    except Exception:
+        return f"pid-{os.getpid()}"
+
+
+def _exit_for_restart(error: str) -> None:
+    """End this process so Ray restarts the actor on a fresh device context and retries the
+    batch: after a device error (illegal access, lost GPU) the process's CUDA state is not
+    usable again, and no error row may be written for files that were not at fault."""
+    print(f"earmark Annotator: fatal model failure, restarting: {error}", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(FATAL_EXIT_CODE)

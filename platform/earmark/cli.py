@@ -107,15 +107,53 @@ def _print_summary(summary) -> None:
         t.add_row("padding", f"{100 * summary.padding_fraction:.1f}% of model input")
     for k, v in sorted(summary.errors_by_kind.items()):
         t.add_row(f"error {k}", str(v))
+    if summary.errors_retried:
+        t.add_row("errors retried / now ok", f"{summary.errors_retried} / {summary.errors_now_ok}")
+    if summary.fatal_failures:
+        t.add_row(
+            "fatal model failures",
+            f"{summary.fatal_failures} ({summary.annotator_restarts} Annotator restarts, "
+            f"{summary.files_quarantined} files quarantined)",
+        )
+    t.add_row("output rows (ok)", f"{summary.output_rows} ({summary.output_ok})")
     console.print(t)
 
 
-def _run(spec, *, with_model: bool, address: str | None) -> None:
+def _retry_kinds(value: str | None) -> frozenset[str] | None:
+    """`--retry-errors` alone: every kind; with a value: those kinds, each checked."""
+    from earmark.schemas import ErrorKind
+
+    if value is None:
+        return None
+    if value == RETRY_ALL:
+        return frozenset()
+    kinds = frozenset(k.strip() for k in value.split(",") if k.strip())
+    unknown = sorted(kinds - {str(k) for k in ErrorKind})
+    if unknown:
+        _fail(
+            f"--retry-errors: unknown error kind(s) {', '.join(unknown)}; known: "
+            f"{', '.join(str(k) for k in ErrorKind)}"
+        )
+    return kinds
+
+
+RETRY_ALL = "all"
+
+
+def _run(
+    spec, *, with_model: bool, address: str | None, retry_errors: frozenset[str] | None = None
+) -> None:
     from earmark.batch.runner import run_job
     from earmark.schemas import JobError
 
     try:
-        summary = run_job(spec, address=address, with_model=with_model, progress=True)
+        summary = run_job(
+            spec,
+            address=address,
+            with_model=with_model,
+            progress=True,
+            retry_errors=retry_errors,
+        )
     except JobError as exc:
         _fail(str(exc), code=1)
     _print_summary(summary)
@@ -153,6 +191,17 @@ def run(
     batch_size: Annotated[int | None, typer.Option(help="Windows per model call")] = None,
     cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    retry_errors: Annotated[
+        str | None,
+        typer.Option(
+            "--retry-errors",
+            flag_value=RETRY_ALL,
+            is_flag=False,
+            metavar="[KIND,...]",
+            help="Annotate the output's error rows again (all, or these error kinds, e.g. "
+            "model_crash,unreachable); each new row replaces its old one",
+        ),
+    ] = None,
 ) -> None:
     """Annotate an archive: decode, run the model on every file, write one Parquet row per file.
     Rerunning on the same output resumes where it stopped."""
@@ -166,7 +215,7 @@ def run(
         storage_options=_storage(storage_option) or None,
         resources={"cluster_cpus": cpus} if cpus else None,
     )
-    _run(js, with_model=True, address=address)
+    _run(js, with_model=True, address=address, retry_errors=_retry_kinds(retry_errors))
 
 
 @app.command()

@@ -51,6 +51,7 @@ class ErrorKind(StrEnum):
     TOO_LARGE = "too_large"
     TOO_LONG = "too_long"
     MODEL_ERROR = "model_error"
+    MODEL_CRASH = "model_crash"  # the model failed fatally on this file alone, every attempt
     INTERNAL = "internal"
 
 
@@ -210,10 +211,9 @@ class ModelSpec(BaseModel):
     @field_validator("family")
     @classmethod
     def _known_family(cls, v: str) -> str:
-        from earmark.models.registry import FAMILIES
+        from earmark.models.registry import family
 
-        if v not in FAMILIES:
-            raise ValueError(f"unknown model family {v!r}; known: {', '.join(FAMILIES)}")
+        family(v)  # a known family, or the import path of an AudioModel subclass
         return v
 
 
@@ -245,6 +245,35 @@ class ResourceSpec(BaseModel):
         return self
 
 
+class FailureSpec(BaseModel):
+    """How a job treats fatal model failures (device, driver, a crashed process): never rows,
+    retried with a bound; see `earmark.failures`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Model attempts a file gets in fatally failing calls before it is "
+        "quarantined as an infer/model_crash row (the rest of its batch is annotated)",
+    )
+    max_consecutive_fatal: int = Field(
+        default=6,
+        ge=1,
+        le=1000,
+        description="Fatal failures in a row, with no file annotated between them, before "
+        "the job stops: the device or the model is broken, not a file",
+    )
+    max_fatal_failures: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Fatal failures in the whole job before it stops (also bounds Ray's "
+        "actor restarts and task retries)",
+    )
+
+
 class LimitsSpec(BaseModel):
     """Per-file limits; past them a file gets an error row instead of exhausting a worker."""
 
@@ -274,6 +303,9 @@ class JobSpec(BaseModel):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Model to run")
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="Ray resources")
     limits: LimitsSpec = Field(default_factory=LimitsSpec, description="Per-file limits")
+    failures: FailureSpec = Field(
+        default_factory=FailureSpec, description="Retries and stop rules for fatal model failures"
+    )
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec storage options (endpoint, credentials...)"
     )

@@ -56,7 +56,9 @@ def listing_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(cols, schema=LISTING_SCHEMA)
 
 
-def build_dataset(spec: JobSpec, todo: list[dict[str, Any]], *, with_model: bool) -> Any:
+def build_dataset(
+    spec: JobSpec, todo: list[dict[str, Any]], *, with_model: bool, ledger: Any = None
+) -> Any:
     import ray.data
 
     # Ray Data's per-operator reservation splits half the cluster evenly between the eligible
@@ -85,7 +87,7 @@ def build_dataset(spec: JobSpec, todo: list[dict[str, Any]], *, with_model: bool
         model_args = (spec.model.model_dump(), [t.model_dump() for t in spec.tasks])
         ds = ds.map_batches(
             Annotator,
-            fn_constructor_args=(*model_args, spec.output, spec.storage_options),
+            fn_constructor_args=(*model_args, spec.output, spec.storage_options, ledger),
             batch_size=res.files_per_batch,  # one batch = one shard
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(
@@ -94,8 +96,11 @@ def build_dataset(spec: JobSpec, todo: list[dict[str, Any]], *, with_model: bool
                 max_tasks_in_flight_per_actor=ANNOTATOR_BLOCKS_IN_FLIGHT,
                 max_concurrent_calls_per_actor=ANNOTATOR_BLOCKS_IN_FLIGHT,
             ),
-            max_restarts=-1,  # a killed actor is replaced ...
-            max_task_retries=-1,  # ... and its batch handed to another one
+            # a killed actor is restarted and its blocks retried, within the job's failure
+            # budget: the ledger stops the job first, these bounds only make sure nothing
+            # retries without end if it cannot (earmark.failures)
+            max_restarts=spec.failures.max_fatal_failures + 1,
+            max_task_retries=spec.failures.max_fatal_failures + 1,
             **annotator_options(res),
         )
     return ds

@@ -10,6 +10,8 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from earmark.batch.summary import JobSummary, new_acc
@@ -18,8 +20,8 @@ from earmark.io.sink import (
     SUMMARY_NAME,
     claim_output,
     clean_temp,
-    done_rows,
     repair_duplicates,
+    resume_state,
 )
 from earmark.io.storage import check_writable, get_fs
 from earmark.resources import check_plan, init_ray, local_cluster_size
@@ -53,8 +55,12 @@ def run_job(
     address: str | None = None,
     with_model: bool = True,
     progress: bool = True,
+    retry_errors: frozenset[str] | None = None,
 ) -> JobSummary:
-    """Run (or resume) a job; returns its summary, also written to OUTPUT/_summary.json."""
+    """Run (or resume) a job; returns its summary, also written to OUTPUT/_summary.json.
+
+    `retry_errors`: annotate the output's error rows again (of these error kinds; empty: every
+    kind); each new row replaces its old one."""
     import ray
 
     t0 = time.perf_counter()
@@ -66,33 +72,47 @@ def run_job(
         check_plan(spec.resources, local_cluster_size(spec.resources), with_model=with_model)
     rows = list_source(spec.source, spec.storage_options)
     clean_temp(spec.output, spec.storage_options)
-    done = done_rows(spec.output, spec.storage_options)
+    state = resume_state(spec.output, spec.storage_options, retry_errors)
+    done = state.done
     claim_output(spec.output, job_identity(spec, with_model), spec.storage_options)
-    todo = [r for r in rows if r["audio_id"] not in done]
+    retry = {a: state.retry[a] for a in (r["audio_id"] for r in rows) if a in state.retry}
+    todo = [r for r in rows if r["audio_id"] not in done or r["audio_id"] in retry]
     # a listed file whose row has another audio_id changed since (size, mtime or etag): its
     # new row replaces the old one once written
     current = {r["uri"]: r["audio_id"] for r in rows}
     superseded = {a for a, uri in done.items() if uri in current and current[uri] != a}
     summary = JobSummary(
-        job_id=spec.job_id or "", files_listed=len(rows), files_done_before=len(rows) - len(todo)
+        job_id=spec.job_id or "",
+        files_listed=len(rows),
+        files_done_before=len(rows) - len(todo),
+        errors_retried=len(retry),
     )
     acc = new_acc()
+    written: dict[str, str] = {}  # retried audio_id → status of its new row
     if todo:
         size = init_ray(address, spec.resources)
         check_plan(spec.resources, size, with_model=with_model)
         _configure_ray_data()
+        from earmark.batch.ledger import start_ledger
         from earmark.batch.pipeline import build_dataset
 
-        ds = build_dataset(spec, todo, with_model=with_model)
+        ledger = start_ledger(spec.failures) if with_model else None
+        ds = build_dataset(spec, todo, with_model=with_model, ledger=ledger)
         try:
-            _consume(ds, summary, acc, len(todo), progress)
+            _consume(ds, summary, acc, len(todo), progress, retry, written)
         except JobError:
             raise
         except Exception as exc:
-            raise JobError(_explain_failure(exc)) from exc
+            stopped = ledger.stats()["stopped"] if ledger is not None else ""
+            raise JobError(stopped or _explain_failure(exc)) from exc
+        finally:
+            if ledger is not None:
+                summary.add_failures(ledger.stats())
         # an Annotator killed mid-write leaves its temp file; its batch was rewritten elsewhere
         clean_temp(spec.output, spec.storage_options)
-    repaired = repair_duplicates(spec.output, spec.storage_options, superseded)
+    summary.errors_now_ok = sum(st == "ok" for st in written.values())
+    replaced = state.stale | {a: retry[a] for a in written}
+    repaired = repair_duplicates(spec.output, spec.storage_options, superseded, replaced)
     summary.duplicates_removed, summary.rows_superseded = repaired.duplicates, repaired.superseded
     summary.output_rows, summary.output_ok = repaired.rows, repaired.ok
     summary.finish(acc, time.perf_counter() - t0)
@@ -126,7 +146,48 @@ def _configure_ray_data() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
-def _consume(ds: Any, summary: JobSummary, acc: dict, total: int, progress: bool) -> None:
+def _consume(
+    ds: Any,
+    summary: JobSummary,
+    acc: dict,
+    total: int,
+    progress: bool,
+    retry: dict[str, Any],
+    written: dict[str, str],
+) -> None:
+    done = 0
+    with _progress_display(total, progress) as report:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            rows = batch.to_pylist()
+            summary.add(rows, acc)
+            written.update((r["audio_id"], r["status"]) for r in rows if r["audio_id"] in retry)
+            done += len(rows)
+            report(done, acc["audio_s"], summary.files_error)
+
+
+Report = Callable[[int, float, int], None]  # files done, audio seconds, errors (running totals)
+
+
+@contextmanager
+def _progress_display(total: int, enabled: bool) -> Iterator[Report]:
+    """A rich bar on a terminal; anywhere else (a submitted job's logs, a pipe) plain lines on
+    stdout at a steady pace, since a bar off a terminal prints nothing until the job ends."""
+    from rich import get_console
+
+    from earmark.batch.progress import ProgressLines
+
+    if not enabled:
+        yield lambda done, audio_s, errors: None
+    elif get_console().is_terminal:  # the console rich's Progress draws on
+        with _rich_bar(total) as report:
+            yield report
+    else:
+        with ProgressLines(total) as lines:
+            yield lines.update
+
+
+@contextmanager
+def _rich_bar(total: int) -> Iterator[Report]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -144,14 +205,13 @@ def _consume(ds: Any, summary: JobSummary, acc: dict, total: int, progress: bool
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*cols, disable=not progress, transient=False) as bar:
+    with Progress(*cols, transient=False) as bar:
         task = bar.add_task("annotating", total=total, hours=0.0, errors=0)
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            rows = batch.to_pylist()
-            summary.add(rows, acc)
-            bar.update(
-                task, advance=len(rows), hours=acc["audio_s"] / 3600, errors=summary.files_error
-            )
+
+        def report(done: int, audio_s: float, errors: int) -> None:
+            bar.update(task, completed=done, hours=audio_s / 3600, errors=errors)
+
+        yield report
 
 
 def _explain_failure(exc: Exception) -> str:

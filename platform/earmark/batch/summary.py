@@ -32,6 +32,19 @@ class JobSummary(BaseModel):
     rows_superseded: int = Field(
         default=0, description="Old rows of files that changed since, replaced by their new row"
     )
+    errors_retried: int = Field(
+        default=0, description="Error rows annotated again by this run (--retry-errors)"
+    )
+    errors_now_ok: int = Field(default=0, description="Of those, files whose new row is ok")
+    fatal_failures: int = Field(
+        default=0, description="Fatal model failures (device, crashed process); never rows"
+    )
+    annotator_restarts: int = Field(
+        default=0, description="Annotator processes Ray restarted after a fatal failure"
+    )
+    files_quarantined: int = Field(
+        default=0, description="Files given an infer/model_crash row after their attempts"
+    )
     output_rows: int = Field(default=0, description="Rows in the whole output after this run")
     output_ok: int = Field(default=0, description="Rows with status ok in the whole output")
 
@@ -52,6 +65,12 @@ class JobSummary(BaseModel):
             acc["pad_real"] += r.get("_pad_real") or 0
             acc["pad_total"] += r.get("_pad_total") or 0
         self.errors_by_kind = dict(kinds)
+
+    def add_failures(self, stats: dict[str, Any]) -> None:
+        """Counts from the job's attempt ledger (earmark.failures)."""
+        self.fatal_failures = int(stats["fatal_failures"])
+        self.annotator_restarts = int(stats["annotator_restarts"])
+        self.files_quarantined = int(stats["files_quarantined"])
 
     def finish(self, acc: dict[str, float], wall_s: float) -> None:
         self.wall_s = wall_s

@@ -99,14 +99,55 @@ def read_output(
 
 def done_rows(output: str, storage_options: dict[str, Any] | None = None) -> dict[str, str]:
     """audio_id → uri of the rows already in the output: a rerun skips those audio_ids."""
+    return resume_state(output, storage_options).done
+
+
+@dataclass
+class ResumeState:
+    done: dict[str, str]  # audio_id → uri of every row in the output
+    retry: dict[str, Any]  # audio_id → created_at of the error rows to annotate again
+    stale: dict[str, Any]  # audio_id held twice → created_at of its newest row but one
+
+
+def resume_state(
+    output: str,
+    storage_options: dict[str, Any] | None = None,
+    retry_kinds: frozenset[str] | None = None,
+) -> ResumeState:
+    """What the output holds, in one read: the rows a rerun skips, (with `retry_kinds`; empty
+    means every kind) the error rows it annotates again instead, and the older rows of any
+    audio_id held twice (a run stopped between writing a retried row and removing the old
+    one): the repair pass keeps the newest."""
+    cols = ["audio_id", "uri", "status", "error_kind", "created_at"]
     try:
-        t = read_output(output, storage_options, ["audio_id", "uri"])
+        t = read_output(output, storage_options, cols)
     except (pa.ArrowInvalid, OSError) as exc:
         raise JobError(
             f"the output {output} holds a file earmark cannot read as one of its shards "
             f"({_first_line(exc)}); move it away or choose another output"
         ) from None
-    return dict(zip(t.column("audio_id").to_pylist(), t.column("uri").to_pylist(), strict=True))
+    done: dict[str, str] = {}
+    newest: dict[str, tuple[Any, str, str]] = {}  # audio_id → (created_at, status, kind)
+    stale: dict[str, Any] = {}
+    for a, uri, st, kind, created in zip(*(t.column(c).to_pylist() for c in cols), strict=True):
+        row = (created, st, kind)
+        if a in done:  # rare: keep the newest; remember the newest of the older ones
+            old, row = sorted([newest[a], row], key=lambda r: _time_key(r[0]))
+            if _time_key(old[0]) < _time_key(row[0]):  # equal times: the duplicate rule
+                stale[a] = max(stale.get(a), old[0], key=_time_key)
+        done[a], newest[a] = uri, row
+    retry: dict[str, Any] = {}
+    if retry_kinds is not None:
+        retry = {
+            a: created
+            for a, (created, st, kind) in newest.items()
+            if st == "error" and (not retry_kinds or kind in retry_kinds)
+        }
+    return ResumeState(done, retry, stale)
+
+
+def _time_key(t: Any) -> tuple[int, Any]:
+    return (0, 0) if t is None else (1, t)
 
 
 def claim_output(
@@ -166,7 +207,7 @@ def clean_temp(output: str, storage_options: dict[str, Any] | None = None) -> in
 @dataclass
 class RepairResult:
     duplicates: int  # rows whose audio_id another shard already held
-    superseded: int  # old rows of files that changed
+    superseded: int  # old rows of files that changed, and old error rows annotated again
     rows: int  # rows in the whole output afterwards, earlier runs' included
     ok: int  # of which status ok
 
@@ -175,9 +216,12 @@ def repair_duplicates(
     output: str,
     storage_options: dict[str, Any] | None = None,
     superseded: frozenset[str] | set[str] = frozenset(),
+    replaced: dict[str, Any] | None = None,
 ) -> RepairResult:
     """Enforce one row per audio_id across shards, drop the rows in `superseded` (old rows of
-    files that changed, whose new row this job wrote), and count what stays, in one pass.
+    files that changed, whose new row this job wrote) and the rows in `replaced` created no
+    later than the time it gives (error rows annotated again, whose new row this job wrote
+    under the same audio_id), and count what stays, in one pass.
 
     A shard is rewritten before the old one goes, so a crash here loses no row (it leaves a
     duplicate, which the next run removes). A rewritten shard is never looked at again: its
@@ -187,15 +231,17 @@ def repair_duplicates(
     seen: set[str] = set()
     rewritten: set[str] = set()
     out = RepairResult(0, 0, 0, 0)
+    replaced = replaced or {}
     for shard in list_shards(output, storage_options):
         if shard in rewritten:
             continue
         with fs.open(shard, "rb") as f:
-            cols = pq.read_table(f, columns=["audio_id", "status"])
+            cols = pq.read_table(f, columns=["audio_id", "status", "created_at"])
         ids, status = cols.column("audio_id").to_pylist(), cols.column("status").to_pylist()
+        created = cols.column("created_at").to_pylist()
         keep = []
         for i, a in enumerate(ids):
-            if a in superseded:
+            if a in superseded or (a in replaced and _not_after(created[i], replaced[a])):
                 out.superseded += 1
             elif a in seen:
                 out.duplicates += 1
@@ -203,7 +249,7 @@ def repair_duplicates(
                 keep.append(i)
                 out.rows += 1
                 out.ok += status[i] == "ok"
-            seen.add(a)
+                seen.add(a)
         if len(keep) == len(ids):
             continue
         if keep:
@@ -212,3 +258,8 @@ def repair_duplicates(
             rewritten.add(write_shard(table.take(keep), output, storage_options))
         fs.rm(shard)
     return out
+
+
+def _not_after(created: Any, old: Any) -> bool:
+    """Is a row no newer than the old row it replaces? (a row without a time is old)"""
+    return created is None or (old is not None and created <= old)

@@ -56,14 +56,35 @@ FAMILIES: dict[str, FamilyInfo] = {
 
 
 def family(name: str) -> FamilyInfo:
-    try:
+    """A built-in family, or `package.module.Class`: the import path of a user's own
+    AudioModel subclass (its `info` says what it can do). Importing it must be cheap."""
+    if name in FAMILIES:
         return FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None
+    if "." not in name:
+        raise ValueError(
+            f"unknown model family {name!r}; known: {', '.join(FAMILIES)} "
+            "(or the import path of an AudioModel subclass, package.module.Class)"
+        )
+    return _plugin_class(name).info
+
+
+def _plugin_class(path: str) -> type[AudioModel]:
+    from earmark.models.base import AudioModel
+
+    module, _, cls_name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"model family {path!r} cannot be imported: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, AudioModel)):
+        raise ValueError(f"model family {path!r} is not an AudioModel subclass")
+    return cls
 
 
 def model_class(name: str) -> type[AudioModel]:
-    info = family(name)
+    if name not in FAMILIES:
+        return _plugin_class(name)
+    info = FAMILIES[name]
     return getattr(importlib.import_module(info.module), info.cls)
 
 

@@ -212,6 +212,8 @@ class Ingress:
         windows = await asyncio.to_thread(make_windows, audio_id, audio.samples, self.model_cls)
         result = await self._call_model(windows, tasks)
         if "error" in result:
+            if result.get("kind") == "unavailable":  # the replica's fault, not the audio's
+                raise ApiError(503, result["error"], "model_unavailable")
             status = 422 if result.get("kind") == "model_error" else 500
             msg = f"the model failed on this audio: {result['error']}"
             raise ApiError(status, msg, "model_error")

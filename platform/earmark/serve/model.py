@@ -39,11 +39,13 @@ from typing import Any
 from ray import serve
 
 from earmark.annotator import Annotator, merge_windows
+from earmark.failures import FatalModelError, describe
 from earmark.models.base import ModelInputError, Window
 
 log = logging.getLogger(__name__)
 
-FATAL_AFTER_FAILURES = 3  # consecutive failed batches before the health check reports unhealthy
+FATAL_AFTER_FAILURES = 3  # consecutive failed batches (not fatal, not input) before unhealthy
+UNAVAILABLE = "unavailable"  # result kind the ingress answers with 503
 
 Item = tuple[list[Window], list[dict[str, Any]]]  # (windows of one request, task dicts)
 
@@ -57,7 +59,8 @@ def next_batch_wait(requests: int, call_s: float, base_s: float, fraction: float
 
 def run_items(annotator: Annotator, items: list[Item]) -> list[dict[str, Any]]:
     """One result per request: {"fields": row fields} or {"error", "kind"}; never raises for
-    a bad request. Requests with the same tasks share model calls."""
+    a bad request (FatalModelError when the model failed). Requests with the same tasks share
+    model calls."""
     from earmark.schemas import TaskRequest
 
     results: list[dict[str, Any]] = [{} for _ in items]
@@ -99,6 +102,7 @@ class AnnotatorDeployment:
         self.annotator = Annotator(model, tasks)
         self.batch_sizes: Counter[int] = Counter()
         self.failures = 0  # consecutive batches that raised
+        self.broken = ""  # why the model is unusable (a fatal failure); set once, never cleared
         self.idle = asyncio.Event()  # set while no batch runs (see the module docstring)
         self.idle.set()
         self.pid = os.getpid()
@@ -123,6 +127,8 @@ class AnnotatorDeployment:
     async def _batched(self, items: list[Item]) -> list[dict[str, Any]]:
         n = len(items)
         self.batch_sizes[n] += 1
+        if self.broken:  # answered at once; check_health has Serve replace this replica
+            return [self._unavailable() for _ in items]
         self.idle.clear()
         t0 = time.perf_counter()
         try:
@@ -130,6 +136,10 @@ class AnnotatorDeployment:
             self.failures = 0
         except ModelInputError as exc:  # not the replica's fault
             results = [{"error": str(exc), "kind": "model_error"}] * n
+        except FatalModelError as exc:  # the device or model failed: no row, a new replica
+            self.broken = describe(exc)
+            log.error("fatal model failure; this replica is unhealthy from now on: %s", exc)
+            results = [self._unavailable() for _ in items]
         except Exception as exc:
             self.failures += 1
             log.exception("batch of %d requests failed", n)
@@ -145,6 +155,12 @@ class AnnotatorDeployment:
             self._batched.set_batch_wait_timeout_s(wait)
             self.idle.set()
         return [{**r, "batch_size": n} for r in results]
+
+    def _unavailable(self) -> dict[str, Any]:
+        return {
+            "error": f"the model replica failed ({self.broken}); it is being replaced, retry",
+            "kind": UNAVAILABLE,
+        }
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -174,6 +190,8 @@ class AnnotatorDeployment:
 
     def check_health(self) -> None:
         """Serve calls this periodically; raising makes Serve replace the replica."""
+        if self.broken:
+            raise RuntimeError(f"the model failed fatally: {self.broken}")
         if self.failures >= FATAL_AFTER_FAILURES:
             raise RuntimeError(
                 f"{self.failures} consecutive batches failed; the model is presumed broken"

@@ -1,0 +1,1 @@
+"""Stand-ins for tests and benchmarks: never imported by the runtime."""
