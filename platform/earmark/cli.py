@@ -144,9 +144,12 @@ def _run(
     spec, *, with_model: bool, address: str | None, retry_errors: frozenset[str] | None = None
 ) -> None:
     from earmark.batch.runner import run_job
+    from earmark.cli_common import note
+    from earmark.ray_address import resolve_run_address
     from earmark.schemas import JobError
 
     try:
+        address = resolve_run_address(address, note=note)
         summary = run_job(
             spec,
             address=address,

@@ -131,21 +131,35 @@ def jobs_status(
     address: AddressOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job details as JSON")] = False,
 ) -> None:
-    """Status of a job (and its message when it failed)."""
+    """Status of a job, its latest progress line, and its message when it failed."""
     from earmark import cluster
 
     client = _cluster(cluster.connect, address)
     sid = _cluster(cluster.resolve, client, ref)
     info = _cluster(client.get_job_info, sid)
+    progress = _latest_progress(client, sid)
     if as_json:
         data = {"submission_id": sid, "status": str(info.status), "message": info.message,
                 "start_time": info.start_time, "end_time": info.end_time,
-                "metadata": info.metadata}  # fmt: skip
+                "metadata": info.metadata, "progress": progress}  # fmt: skip
         out.print_json(json.dumps(data))
         return
     out.print(f"{sid}: {info.status}")
+    if progress:
+        out.print(progress, markup=False, highlight=False, soft_wrap=True)
     if info.message:
         out.print(info.message)
+
+
+def _latest_progress(client, sid: str) -> str | None:
+    """The last progress line the job's driver printed, read from its logs: Ray keeps a job's
+    metadata as submitted, so a running driver has no other place to report to."""
+    from earmark.batch.progress import latest_line
+
+    try:
+        return latest_line(client.get_job_logs(sid))
+    except RuntimeError:  # no logs yet (a pending job), or the head refused: status still shows
+        return None
 
 
 @jobs_app.command("logs")

@@ -23,3 +23,8 @@ def fail(msg: str, code: int = 2) -> NoReturn:
     # soft wrap: a long path or URL in the message stays one piece (copy-paste, grep)
     console.print(f"[bold red]error:[/] {msg}", soft_wrap=True, markup=True, highlight=False)
     raise typer.Exit(code)
+
+
+def note(msg: str) -> None:
+    """Print a one-line note to stderr as is (no markup; a long URL stays on one line)."""
+    console.print(msg, soft_wrap=True, markup=False, highlight=False)

@@ -54,15 +54,24 @@ def _serve_spec(config: Path | None, model: str | None, cpus: int | None):
 @app.command("serve")
 def serve_cmd(
     model: ServeModelOpt = None,
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on  [default: 127.0.0.1, or the running Serve's]"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="HTTP port  [default: 8000, or the running Serve's]")
+    ] = None,
     config: ServeConfigOpt = None,
     cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    replace: Annotated[
+        bool, typer.Option(help="Replace an app of the same name already on the cluster")
+    ] = False,
 ) -> None:
     """Serve the model over HTTP until Ctrl-C: POST /v1/annotate, the OpenAI-compatible
     /v1/audio/transcriptions, GET /v1/models, /healthz. EARMARK_API_KEY, when set, is the
-    bearer token every route but /healthz requires."""
+    bearer token every route but /healthz requires. On a cluster (--address), Ctrl-C deletes
+    the app, and shuts Serve down only if this command started it and no other app runs."""
     from earmark.schemas import JobError
     from earmark.serve.run import run_until_stopped
 
@@ -72,7 +81,8 @@ def serve_cmd(
         console.print(f"earmark serving {spec.model_id} at {url} (Ctrl-C stops)")
 
     try:
-        run_until_stopped(spec, host, port, address=address, on_ready=ready)
+        run_until_stopped(spec, host, port, address=address, replace=replace, on_ready=ready,
+                          log=console.print)  # fmt: skip
     except JobError as exc:
         _fail(str(exc), code=1)
     console.print("stopped")

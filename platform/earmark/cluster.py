@@ -1,10 +1,10 @@
 """Run earmark jobs on a Ray cluster through the Ray Jobs API (`JobSubmissionClient`).
 
 The spec is validated here, on the client, and travels to the cluster as JSON in the job's
-environment; the cluster side (`python -m earmark.cluster`) runs exactly that spec with
-`earmark run`. The package reaches the cluster as a `py_modules` upload (plus the repo as the
-`working_dir` when run from a checkout, so relative sources such as `data/demo/...` resolve), or
-is already installed in the image named by `--image`.
+environment; the cluster side (`-m earmark.jobmain`, run by the interpreter Ray runs under) runs
+exactly that spec with `earmark run`. The package reaches the cluster as a `py_modules` upload
+(plus the repo as the `working_dir` when run from a checkout, so relative sources such as
+`data/demo/...` resolve), or is already installed in the image named by `--image`.
 
 Idempotence: the submission id is derived from the spec's job id (itself a hash of source, output,
 model and tasks), so submitting the same spec and output twice returns the job already running or
@@ -28,7 +28,21 @@ from earmark.schemas import JobError, JobSpec
 
 SUBMISSION_PREFIX = "earmark-"
 SPEC_ENV = "EARMARK_JOB_SPEC"  # the validated spec, as JSON, in the job's environment
-ENTRYPOINT = "python -m earmark.cluster"
+# Ray runs the entrypoint with `sh -c` on the head, with the head's PATH: its `python` need not
+# be the interpreter Ray runs under (a venv's `ray start` run without activating the venv), and
+# then earmark's imports fail. The entrypoint therefore runs the interpreter named by
+# EARMARK_PYTHON if set, else Ray's own: the job supervisor (the shell's parent) has Ray's
+# _raylet.so mapped from PREFIX/lib/pythonX.Y/site-packages, so PREFIX/bin/python is the one
+# (a venv, conda or /usr/local install; Linux, where /proc exists). Else PATH's python.
+# earmark.jobmain names a missing module with the interpreter, how it was chosen and the node.
+ENTRYPOINT = (
+    'py="$EARMARK_PYTHON"; how=env; '
+    'if [ -z "$py" ]; then how=ray; '
+    "lib=$(grep -m1 -o '/[^ ]*/site-packages/ray/_raylet[.]so' /proc/$PPID/maps 2>/dev/null); "
+    '[ -n "$lib" ] && py="${lib%/lib/python*/site-packages/ray/_raylet.so}/bin/python"; '
+    '[ -x "$py" ] || { py=python; how=path; }; fi; '
+    'EARMARK_PYTHON_FROM=$how exec "$py" -m earmark.jobmain'
+)
 # forwarded from the submitting shell when set; credentials are never forwarded implicitly
 PASSTHROUGH_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY")
 # earmark.resources.init_ray passes env_vars to ray.init; inside a job Ray refuses a driver
@@ -130,6 +144,9 @@ def connect(address: str | None) -> Any:
     """A JobSubmissionClient for `http://HEAD:8265` (token auth as Ray configures it)."""
     from ray.job_submission import JobSubmissionClient
 
+    from earmark.ray_address import check_submit_address
+
+    check_submit_address(address)
     headers = {}
     token = _explicit_token()
     if token and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":

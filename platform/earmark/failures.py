@@ -10,6 +10,10 @@
 |                                                       | the batch is retried; Serve: the     |
 |                                                       | replica turns unhealthy, 503         |
 
+Decode tasks use the same rules with a ledger of their own: a file whose decoding keeps
+crashing its process (a native decoder bug, an OOM kill) becomes a `decode/decoder_crash` row
+after `max_attempts`, and every other file of its group is decoded.
+
 A batch that keeps failing fatally is narrowed down file by file (`AttemptLedger`): after
 `max_attempts` attempts a file is quarantined as an `infer/model_crash` row and every other file
 is annotated. A job whose model fails `max_consecutive_fatal` times in a row with no file
@@ -30,9 +34,7 @@ from earmark.models.base import ModelInputError
 from earmark.schemas import FailureSpec
 
 # What an attempt that was begun and never ended means (no Python error reached earmark).
-PROCESS_DIED = (
-    "the worker process died while the model ran (a crash in native code, or killed for memory)"
-)
+PROCESS_DIED = "the worker process died (a crash in native code, or killed for memory)"
 # Message fragments of out-of-memory errors from torch (CUDA and CPU allocators) and CTranslate2.
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
@@ -93,6 +95,7 @@ class AttemptLedger:
     in process. Files are forgotten once annotated, so it holds only files in flight."""
 
     spec: FailureSpec = field(default_factory=FailureSpec)
+    what: str = "the model"  # what runs between begin and end: "the model", "the decoder"
     files: dict[str, _FileState] = field(default_factory=dict)
     open_attempts: dict[int, list[str]] = field(default_factory=dict)
     next_token: int = 0
@@ -123,7 +126,7 @@ class AttemptLedger:
         self.files.pop(audio_id)
         self.quarantined += 1
         return (
-            f"the model failed fatally on this file in {st.attempts} attempts, alone in the "
+            f"{self.what} failed fatally on this file in {st.attempts} attempts, alone in the "
             f"last ones (last error: {st.last_error or PROCESS_DIED})"
         )
 
@@ -169,14 +172,14 @@ class AttemptLedger:
             return
         if self.consecutive >= self.spec.max_consecutive_fatal:
             self.stopped = (
-                f"the model failed fatally {self.consecutive} times in a row with no file "
+                f"{self.what} failed fatally {self.consecutive} times in a row with no file "
                 f"annotated in between (last error: {error}): the device, driver or checkpoint "
                 "is broken, not a file. Files not annotated have no rows; fix the cause and "
                 "rerun to resume"
             )
         elif self.fatal >= self.spec.max_fatal_failures:
             self.stopped = (
-                f"the model failed fatally {self.fatal} times in this job "
+                f"{self.what} failed fatally {self.fatal} times in this job "
                 f"(failures.max_fatal_failures; last error: {error}). Files not annotated have "
                 "no rows; fix the cause and rerun to resume"
             )

@@ -7,6 +7,7 @@ from typing import Any
 
 from earmark.annotator import Annotator
 from earmark.batch.stages import DecodeStage
+from earmark.failures import FatalModelError
 from earmark.io.listing import list_named
 from earmark.models.base import ModelLoadError
 from earmark.schemas import JobError, LimitsSpec, ModelSpec, TaskRequest
@@ -27,7 +28,13 @@ def annotate_files(
     rows = []
     for listed in list_named(paths):
         table = DecodeStage(LimitsSpec(), None, "local", model.family)(_listing_table([listed]))
-        row = annotator(table).to_pylist()[0]
+        try:
+            row = annotator(table).to_pylist()[0]
+        except FatalModelError as exc:  # the model's failure, not the file's: no row
+            raise JobError(
+                f"the model failed while annotating {listed['uri']} ({exc}); this is not a "
+                "problem of the file: check the device and the checkpoint"
+            ) from exc
         row.pop("payload", None)
         row.pop("_pad_real", None)
         row.pop("_pad_total", None)

@@ -12,13 +12,19 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from earmark.placement import NodeResources, from_ray_nodes, node_plan_problem
+from earmark.ray_address import resolve_run_address
 from earmark.schemas import JobError, ResourceSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ClusterSize:
     cpus: float
     gpus: float
+    # the alive nodes, when known: the plan must also fit node by node (earmark.placement)
+    nodes: tuple[NodeResources, ...] = ()
 
 
 def local_cluster_size(spec: ResourceSpec) -> ClusterSize:
@@ -31,12 +37,28 @@ def local_cluster_size(spec: ResourceSpec) -> ClusterSize:
         gpus = torch.cuda.device_count()
     except Exception:
         gpus = 0
-    return ClusterSize(float(cpus), float(gpus))
+    node = NodeResources("local", "this machine", float(cpus), float(gpus), head=True)
+    return ClusterSize(float(cpus), float(gpus), (node,))
+
+
+def connected_size() -> ClusterSize:
+    """Totals and alive nodes of the cluster this process is connected to."""
+    import ray
+
+    res = ray.cluster_resources()
+    nodes = tuple(from_ray_nodes(ray.nodes()))
+    return ClusterSize(res.get("CPU", 0.0), res.get("GPU", 0.0), nodes)
 
 
 def annotator_options(spec: ResourceSpec) -> dict[str, Any]:
     """Per-actor Ray options (used for the batch pool and for Serve replicas)."""
-    return {"num_cpus": spec.annotator_num_cpus, "num_gpus": spec.annotator_num_gpus}
+    options: dict[str, Any] = {
+        "num_cpus": spec.annotator_num_cpus,
+        "num_gpus": spec.annotator_num_gpus,
+    }
+    if spec.annotator_resources:  # custom resources: only nodes that declare them qualify
+        options["resources"] = dict(spec.annotator_resources)
+    return options
 
 
 def check_plan(spec: ResourceSpec, size: ClusterSize, *, with_model: bool = True) -> None:
@@ -47,6 +69,7 @@ def check_plan(spec: ResourceSpec, size: ClusterSize, *, with_model: bool = True
             f"{size.cpus:g}: lower resources.decode_num_cpus"
         )
     if not with_model:
+        _check_nodes(spec, size, with_model=False)
         return
     actor_cpus = spec.annotator_num_cpus * spec.min_actors
     actor_gpus = spec.annotator_num_gpus * spec.min_actors
@@ -77,14 +100,21 @@ def check_plan(spec: ResourceSpec, size: ClusterSize, *, with_model: bool = True
             f"resources.max_actors={spec.max_actors} × {spec.annotator_num_gpus:g} GPU exceeds "
             f"the cluster's {size.gpus:g} GPUs; lower resources.max_actors"
         )
+    _check_nodes(spec, size, with_model=True)
+
+
+def _check_nodes(spec: ResourceSpec, size: ClusterSize, *, with_model: bool) -> None:
+    """The same plan, node by node: Ray places each actor and task on one node."""
+    if size.nodes and (problem := node_plan_problem(spec, list(size.nodes), with_model=with_model)):
+        raise JobError(problem)
 
 
 CONNECT_TIMEOUT_S = 10.0  # Ray itself retries an unreachable GCS for minutes, silently
 
 
 def check_reachable(address: str) -> None:
-    """Refuse a `host:port` or `ray://host:port` cluster address that does not accept a TCP
-    connection, with the reason, instead of letting ray.init retry it without end."""
+    """Refuse a `host:port` (or, for Serve, `ray://host:port`) cluster address that does not
+    accept a TCP connection, with the reason, instead of letting ray.init retry it without end."""
     import socket
     from urllib.parse import urlsplit
 
@@ -96,7 +126,9 @@ def check_reachable(address: str) -> None:
     except ValueError:
         host, port = None, None
     if not host or not port:
-        raise JobError(f"Ray address {address!r} must be host:port or ray://host:port")
+        raise JobError(
+            f"Ray address {address!r} must be host:port (the head's GCS, e.g. HEAD:6379) or auto"
+        )
     try:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
@@ -111,8 +143,9 @@ def init_ray(address: str | None, spec: ResourceSpec) -> ClusterSize:
     import ray
 
     if ray.is_initialized():
-        res = ray.cluster_resources()
-        return ClusterSize(res.get("CPU", 0.0), res.get("GPU", 0.0))
+        return connected_size()
+    # a Jobs API RAY_ADDRESS (exported for `earmark submit`) is dropped here, with a note
+    address = resolve_run_address(address, note=log.warning, client_ok=True)
     address = address or os.environ.get("RAY_ADDRESS") or None  # inside a Ray job: its cluster
     env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}}
     if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
@@ -120,8 +153,7 @@ def init_ray(address: str | None, spec: ResourceSpec) -> ClusterSize:
     if address:
         check_reachable(address)
         ray.init(address=address, runtime_env=env, log_to_driver=False)
-        res = ray.cluster_resources()
-        return ClusterSize(res.get("CPU", 0.0), res.get("GPU", 0.0))
+        return connected_size()
     size = local_cluster_size(spec)
     ray.init(
         num_cpus=int(size.cpus),

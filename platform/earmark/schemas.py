@@ -52,6 +52,7 @@ class ErrorKind(StrEnum):
     TOO_LONG = "too_long"
     MODEL_ERROR = "model_error"
     MODEL_CRASH = "model_crash"  # the model failed fatally on this file alone, every attempt
+    DECODER_CRASH = "decoder_crash"  # decoding it crashed the worker process, every attempt
     INTERNAL = "internal"
 
 
@@ -227,6 +228,12 @@ class ResourceSpec(BaseModel):
     annotator_num_gpus: float = Field(
         default=0.0, ge=0, description="GPUs per Annotator actor (fractional allowed)"
     )
+    annotator_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per Annotator actor: {gpu_node: 0.001} places it only "
+        "on nodes started with `ray start --resources '{\"gpu_node\": 1}'` (a tiny amount "
+        "limits nothing else)",
+    )
     min_actors: int = Field(default=1, ge=1, description="Actor pool minimum size")
     max_actors: int = Field(default=1, ge=1, description="Actor pool maximum size")
     files_per_batch: int = Field(
@@ -235,6 +242,12 @@ class ResourceSpec(BaseModel):
     cluster_cpus: int | None = Field(
         default=None, ge=1, description="CPUs of the embedded local Ray (default: the machine's)"
     )
+    node_loss_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="Seconds a running job waits for nodes (an autoscaler adding them) once the "
+        "alive nodes can no longer run its plan, before it stops with an error",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ResourceSpec:
@@ -242,6 +255,14 @@ class ResourceSpec(BaseModel):
             raise ValueError(
                 f"min_actors ({self.min_actors}) is larger than max_actors ({self.max_actors})"
             )
+        for name, amount in self.annotator_resources.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory") or name.startswith("node:"):
+                raise ValueError(
+                    f"annotator_resources: {name!r} is Ray's own resource; use "
+                    "annotator_num_cpus / annotator_num_gpus for CPUs and GPUs"
+                )
+            if amount <= 0:
+                raise ValueError(f"annotator_resources.{name} must be > 0, got {amount:g}")
         return self
 
 

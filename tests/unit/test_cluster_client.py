@@ -65,7 +65,8 @@ def test_first_submission_uses_the_job_id(spec):
     sub = cluster.submit(spec, client)
     assert sub.submission_id == f"earmark-{spec.job_id}" and not sub.reused
     (call,) = client.submitted
-    assert call["entrypoint"] == "python -m earmark.cluster"
+    assert call["entrypoint"] == cluster.ENTRYPOINT
+    assert call["entrypoint"].endswith('exec "$py" -m earmark.jobmain')
     assert call["metadata"]["earmark_job_id"] == spec.job_id
     assert call["metadata"]["output"] == spec.output
 

@@ -8,10 +8,13 @@ import pickle
 import numpy as np
 import pyarrow as pa
 import pytest
+import soundfile as sf
+from typer.testing import CliRunner
 
 from earmark import annotator as annotator_mod
 from earmark.annotator import Annotator
 from earmark.batch.stages import to_work_table
+from earmark.cli import app
 from earmark.failures import (
     PROCESS_DIED,
     AttemptLedger,
@@ -93,8 +96,8 @@ def test_out_of_memory_on_one_window_is_fatal(tmp_path):
 class InProcess:
     """The ledger without Ray (the batch job reaches the same class through an actor)."""
 
-    def __init__(self, spec: FailureSpec) -> None:
-        self.ledger = AttemptLedger(spec)
+    def __init__(self, spec: FailureSpec, what: str = "the model") -> None:
+        self.ledger = AttemptLedger(spec, what)
 
     def __getattr__(self, name):
         return getattr(self.ledger, name)
@@ -171,3 +174,58 @@ def test_successes_reset_the_streak_but_not_the_job_budget():
         ledger.succeed(ledger.begin([f"y{i}"]))
     assert not ledger.stopped
     assert "3 times in this job" in ledger.fail(ledger.begin(["z"]), "boom")
+
+
+def test_earmark_annotate_reports_a_fatal_failure_as_a_message_not_a_row(tmp_path):
+    ckpt = write_plan(tmp_path / "ckpt", always=True, mode="device_error")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.full(16000, 0.1, np.float32), SAMPLE_RATE)
+    r = CliRunner().invoke(
+        app, ["annotate", str(wav), "--model", f"earmark.testing.faulty.FaultyModel:{ckpt}"]
+    )
+    assert r.exit_code == 1
+    text = " ".join(r.output.split())
+    assert "the model failed while annotating" in text and "illegal memory access" in text
+
+
+def test_a_file_that_keeps_crashing_its_decode_process_becomes_a_decoder_crash_row(
+    tmp_path, monkeypatch
+):
+    """A native decoder crash takes the task's process down (Ray retries the task); the
+    retries go file by file and the culprit gets its row after max_attempts."""
+    from earmark.batch import stages
+
+    class ProcessExit(BaseException):
+        pass
+
+    real = stages.read_and_decode
+
+    def read_and_decode(uri, *args, **kw):
+        if uri.endswith("bad.wav"):
+            raise ProcessExit  # what a segfault in FFmpeg looks like from here: nothing
+        return real(uri, *args, **kw)
+
+    monkeypatch.setattr(stages, "read_and_decode", read_and_decode)
+    recs = []
+    for name in ("a.wav", "bad.wav", "b.wav"):
+        sf.write(tmp_path / name, np.full(8000, 0.1, np.float32), SAMPLE_RATE)
+        recs.append({"audio_id": name, "uri": f"file://{tmp_path / name}", "size_bytes": 1})
+    ledger = InProcess(FailureSpec(max_attempts=3), "the decoder")
+    ledger.succeed(ledger.begin(["another file"]))  # the decoder works on other files
+    stage = stages.DecodeStage({}, None, "job", None, ledger)
+    crashes = 0
+    while True:  # Ray retries the task after each crash
+        try:
+            rows = list(stage.decode_group(recs))
+            break
+        except ProcessExit:
+            crashes += 1
+            assert crashes < 10
+    by_id = {r["audio_id"]: r for r in rows}
+    assert (by_id["bad.wav"]["error_stage"], by_id["bad.wav"]["error_kind"]) == (
+        "decode",
+        "decoder_crash",
+    )
+    assert "the decoder failed fatally on this file in 3 attempts" in by_id["bad.wav"]["error"]
+    assert by_id["a.wav"]["status"] == by_id["b.wav"]["status"] == "ok"
+    assert crashes == 3 and ledger.stats()["fatal_failures"] == 3

@@ -49,7 +49,7 @@ class RemoteLedger:
         return self._get(self.handle.stats.remote())
 
 
-def start_ledger(spec: FailureSpec) -> RemoteLedger:
+def start_ledger(spec: FailureSpec, what: str = "the model") -> RemoteLedger:
     """A fresh ledger for one run of a job, on this (the driver's) node."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -60,4 +60,4 @@ def start_ledger(spec: FailureSpec) -> RemoteLedger:
         max_restarts=0,  # its state is the point; a restarted empty ledger would mislead
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
     )
-    return RemoteLedger(actor.remote(spec))
+    return RemoteLedger(actor.remote(spec, what))

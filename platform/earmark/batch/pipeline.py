@@ -57,7 +57,12 @@ def listing_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def build_dataset(
-    spec: JobSpec, todo: list[dict[str, Any]], *, with_model: bool, ledger: Any = None
+    spec: JobSpec,
+    todo: list[dict[str, Any]],
+    *,
+    with_model: bool,
+    ledger: Any = None,
+    decode_ledger: Any = None,
 ) -> Any:
     import ray.data
 
@@ -78,10 +83,13 @@ def build_dataset(
     ]
     ds = ray.data.from_items(groups, override_num_blocks=max(1, len(groups)))
     ds = ds.map_batches(
-        _decode_fn(spec, family),
+        _decode_fn(spec, family, decode_ledger),
         batch_size=None,  # one group (see decode_groups) per task
         batch_format="pyarrow",
         num_cpus=res.decode_num_cpus,
+        # a task whose process crashed is retried (file by file, see DecodeStage.decode_group)
+        # within the job's failure budget, never without end
+        max_retries=spec.failures.max_fatal_failures + 1,
     )
     if with_model:
         model_args = (spec.model.model_dump(), [t.model_dump() for t in spec.tasks])
@@ -130,7 +138,7 @@ def decode_groups(rows: list[dict[str, Any]], max_files: int) -> list[tuple[int,
     return groups
 
 
-def _decode_fn(spec: JobSpec, family: str | None):
+def _decode_fn(spec: JobSpec, family: str | None, ledger: Any = None):
     limits, opts, job_id, output = (
         spec.limits.model_dump(),
         spec.storage_options,
@@ -139,14 +147,14 @@ def _decode_fn(spec: JobSpec, family: str | None):
     )
 
     def decode(batch: pa.Table):
-        stage = DecodeStage(limits, opts, job_id, family)
+        stage = DecodeStage(limits, opts, job_id, family, ledger)
         recs = [r for g in batch.column("files").to_pylist() for r in pickle.loads(g)]
         if family is None:  # scan: rows without samples are small; the group is one shard
-            yield write_rows(to_work_table([stage.decode_one(r) for r in recs]), output, opts)
+            yield write_rows(to_work_table(list(stage.decode_group(recs))), output, opts)
             return
         # yielded per file: Ray Data emits a block whenever its target block size is reached,
         # so a task holds at most about one block plus the file being decoded
-        for rec in recs:
-            yield to_work_table([stage.decode_one(rec)])
+        for row in stage.decode_group(recs):
+            yield to_work_table([row])
 
     return decode

@@ -95,19 +95,26 @@ def run_job(
         _configure_ray_data()
         from earmark.batch.ledger import start_ledger
         from earmark.batch.pipeline import build_dataset
+        from earmark.batch.reach import check_every_node_sees
+        from earmark.batch.watch import watch_nodes
+
+        check_every_node_sees(spec.output, spec.storage_options, todo)
 
         ledger = start_ledger(spec.failures) if with_model else None
-        ds = build_dataset(spec, todo, with_model=with_model, ledger=ledger)
+        decode_ledger = start_ledger(spec.failures, what="the decoder")
+        ds = build_dataset(
+            spec, todo, with_model=with_model, ledger=ledger, decode_ledger=decode_ledger
+        )
+        watch_nodes(spec.resources, with_model, lambda: summary.files_ok + summary.files_error)
         try:
             _consume(ds, summary, acc, len(todo), progress, retry, written)
         except JobError:
             raise
         except Exception as exc:
-            stopped = ledger.stats()["stopped"] if ledger is not None else ""
-            raise JobError(stopped or _explain_failure(exc)) from exc
+            stopped = [lg.stats()["stopped"] for lg in (ledger, decode_ledger) if lg is not None]
+            raise JobError(next(filter(None, stopped), "") or _explain_failure(exc)) from exc
         finally:
-            if ledger is not None:
-                summary.add_failures(ledger.stats())
+            summary.add_failures(decode_ledger.stats(), ledger.stats() if ledger else None)
         # an Annotator killed mid-write leaves its temp file; its batch was rewritten elsewhere
         clean_temp(spec.output, spec.storage_options)
     summary.errors_now_ok = sum(st == "ok" for st in written.values())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -56,10 +57,12 @@ class DecodeStage:
         storage_options: dict[str, Any] | None,
         job_id: str,
         family: str | None = None,
+        ledger: Any = None,
     ) -> None:
         self.limits = limits if isinstance(limits, LimitsSpec) else LimitsSpec(**limits)
         self.storage_options = storage_options or {}
         self.job_id = job_id
+        self.ledger = ledger  # batch job: decode attempts across crashed processes
         self.model_cls = None
         if family is not None:
             from earmark.models.registry import model_class
@@ -125,6 +128,35 @@ class DecodeStage:
                 return row
             row["num_windows"] = len(windows)
             row["payload"] = pickle.dumps(windows, protocol=pickle.HIGHEST_PROTOCOL)
+        return row
+
+    def decode_group(self, recs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Decoded rows of a group of listing rows, in order. With a ledger, a group some of
+        whose files crashed a decode process before goes file by file, and a file that keeps
+        crashing it becomes a decode/decoder_crash row (earmark.failures)."""
+        if self.ledger is None:
+            yield from map(self.decode_one, recs)
+            return
+        tried = self.ledger.attempts([r["audio_id"] for r in recs])
+        if not tried:
+            token = self.ledger.begin([r["audio_id"] for r in recs])
+            yield from map(self.decode_one, recs)  # streamed: one decoded file held at a time
+            self.ledger.succeed(token)
+            return
+        for rec in recs:
+            why = self.ledger.may_quarantine(rec["audio_id"]) if rec["audio_id"] in tried else None
+            if why:
+                yield self._crash_row(rec, why)
+                continue
+            token = self.ledger.begin([rec["audio_id"]])
+            row = self.decode_one(rec)
+            self.ledger.succeed(token)
+            yield row
+
+    def _crash_row(self, rec: dict[str, Any], why: str) -> dict[str, Any]:
+        row = {k: rec.get(k) for k in ("audio_id", "uri", "size_bytes", "meta")}
+        row.update(job_id=self.job_id, earmark_version=__version__)
+        row.update(error_fields(EarmarkError(ErrorStage.DECODE, ErrorKind.DECODER_CRASH, why)))
         return row
 
     def __call__(self, batch: pa.Table) -> pa.Table:

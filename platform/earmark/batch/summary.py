@@ -37,13 +37,17 @@ class JobSummary(BaseModel):
     )
     errors_now_ok: int = Field(default=0, description="Of those, files whose new row is ok")
     fatal_failures: int = Field(
-        default=0, description="Fatal model failures (device, crashed process); never rows"
+        default=0,
+        description="Fatal failures (device, crashed process) of the model and of "
+        "decode tasks; never rows",
     )
     annotator_restarts: int = Field(
         default=0, description="Annotator processes Ray restarted after a fatal failure"
     )
     files_quarantined: int = Field(
-        default=0, description="Files given an infer/model_crash row after their attempts"
+        default=0,
+        description="Files given an infer/model_crash or decode/decoder_crash row after their "
+        "attempts",
     )
     output_rows: int = Field(default=0, description="Rows in the whole output after this run")
     output_ok: int = Field(default=0, description="Rows with status ok in the whole output")
@@ -66,11 +70,14 @@ class JobSummary(BaseModel):
             acc["pad_total"] += r.get("_pad_total") or 0
         self.errors_by_kind = dict(kinds)
 
-    def add_failures(self, stats: dict[str, Any]) -> None:
-        """Counts from the job's attempt ledger (earmark.failures)."""
-        self.fatal_failures = int(stats["fatal_failures"])
-        self.annotator_restarts = int(stats["annotator_restarts"])
-        self.files_quarantined = int(stats["files_quarantined"])
+    def add_failures(self, decode: dict[str, Any], model: dict[str, Any] | None) -> None:
+        """Counts from the job's attempt ledgers (earmark.failures)."""
+        self.fatal_failures = int(decode["fatal_failures"])
+        self.files_quarantined = int(decode["files_quarantined"])
+        if model is not None:
+            self.fatal_failures += int(model["fatal_failures"])
+            self.files_quarantined += int(model["files_quarantined"])
+            self.annotator_restarts = int(model["annotator_restarts"])
 
     def finish(self, acc: dict[str, float], wall_s: float) -> None:
         self.wall_s = wall_s
