@@ -19,3 +19,10 @@ from paths import DEMO  # noqa: E402
 @pytest.fixture(scope="session")
 def demo_dir() -> Path:
     return DEMO
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration starts real servers or a Ray: slow by definition."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.slow)

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from earmark.audio.windows import Window
 from earmark.models import hf_common as H
-from earmark.models.base import Window
 
 SR = 16_000  # Hz
 

@@ -213,15 +213,26 @@ def ray_head(
         shutil.rmtree(root, ignore_errors=True)
 
 
-def add_worker(head: Head, *, cpus: float, resources: dict[str, float] | None = None) -> Node:
+def add_worker(
+    head: Head,
+    *,
+    cpus: float,
+    resources: dict[str, float] | None = None,
+    hide: Path | None = None,
+) -> Node:
     """Join a worker node (its own temp dir and ports) to `head`; returns once it is alive.
-    The head's context manager kills it at the end, if the test has not already."""
+    The head's context manager kills it at the end, if the test has not already.
+    `hide`: a folder this node cannot see (its processes run in a mount namespace where an
+    empty tmpfs covers it), as a node without a shared filesystem would."""
     root = Path(tempfile.mkdtemp(prefix="w", dir=head.root))
     (root / "token").write_text(head.token)
     known = head.alive_ids()
     cmd = [str(BIN / "ray"), "start", "--block", f"--address={head.gcs}",
            f"--temp-dir={root / 'ray'}", "--disable-usage-stats", *_node_ports(),
            *_resource_args(cpus, resources)]  # fmt: skip
+    if hide is not None:
+        cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+               f'mount -t tmpfs none "{hide}" && exec "$@"', "sh", *cmd]  # fmt: skip
     node = _spawn(cmd, root, node_env(root), "worker")
     head.workers.append(node)
     node.node_id = head.wait_new_node(known, node)

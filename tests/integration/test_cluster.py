@@ -23,7 +23,7 @@ import pytest
 
 from earmark.batch.progress import INTERVAL_ENV
 from earmark.batch.progress import PREFIX as PROGRESS_PREFIX
-from earmark.schemas import JobSpec
+from earmark.contracts import JobSpec
 from paths import DEMO, REPO
 from ray_nodes import Head, bare_python, ray_head
 from servers import free_port

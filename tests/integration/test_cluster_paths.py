@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from earmark.io.sink import read_output
+from earmark.sink.shards import read_output
 from earmark.testing.faulty import write_plan
 from paths import REPO
-from ray_nodes import BIN, _node_ports, _resource_args, _spawn, node_env, ray_head
+from ray_nodes import add_worker, ray_head
 
 JOB_TIMEOUT_S = 300
 FAULTY = "earmark.testing.faulty.FaultyModel"
@@ -38,15 +38,7 @@ def cluster():
     hidden = Path(tempfile.mkdtemp(prefix="em-hidden-"))
     shared = Path(tempfile.mkdtemp(prefix="em-shared-"))
     with ray_head(cpus=1) as head:
-        root = Path(tempfile.mkdtemp(prefix="w", dir=head.root))
-        (root / "token").write_text(head.token)
-        ray_start = [str(BIN / "ray"), "start", "--block", f"--address={head.gcs}",
-                     f"--temp-dir={root / 'ray'}", "--disable-usage-stats", *_node_ports(),
-                     *_resource_args(1, None)]  # fmt: skip
-        cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-               f'mount -t tmpfs none "{hidden}" && exec "$@"', "sh", *ray_start]  # fmt: skip
-        head.workers.append(_spawn(cmd, root, node_env(root), "worker"))
-        head.wait_alive_nodes(2)
+        add_worker(head, cpus=1, hide=hidden)
         yield head, hidden, shared
 
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from earmark.batch.runner import run_job
 from earmark.cli import app
-from earmark.schemas import JobSpec
+from earmark.contracts import JobSpec
 from paths import DEMO
 
 pytestmark = pytest.mark.usefixtures("ray_session")

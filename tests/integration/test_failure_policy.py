@@ -1,5 +1,5 @@
 """The failure policy on a real local Ray: a failing device or a crashing process never
-poisons, loses or hangs a job (earmark.failures, the `faulty` model family).
+poisons, loses or hangs a job (earmark.annotate.failures, the `faulty` model family).
 
 The model is `earmark.testing.faulty.FaultyModel`, an AudioModel that fails on purpose as
 devices and kernels do (a CUDA-style error, a process exit, a real SIGSEGV); everything else is
@@ -17,8 +17,8 @@ import pytest
 import soundfile as sf
 
 from earmark.batch.runner import run_job
-from earmark.io.sink import read_output
-from earmark.schemas import JobError, JobSpec
+from earmark.contracts import JobError, JobSpec
+from earmark.sink.shards import read_output
 from earmark.testing.faulty import calls, loads, write_plan
 
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from earmark.contracts import rows_to_table
 from earmark.report import render_report
 from earmark.report.html import STATUS_COLORS
 from earmark.report.plots import PALETTE
-from earmark.schemas import rows_to_table
 
 CHROMIUM = os.environ.get("EARMARK_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = (

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from earmark.batch.runner import run_job
-from earmark.io.sink import read_output
-from earmark.resources import ClusterSize, check_plan
-from earmark.schemas import JobError, JobSpec, ResourceSpec
+from earmark.compute.resources import ClusterSize, check_plan
+from earmark.contracts import JobError, JobSpec, ResourceSpec
+from earmark.sink.shards import read_output
 from paths import DEMO, REPO
 from servers import S3_READER, upload_demo
 
@@ -81,7 +81,7 @@ def test_run_demo_whisper_real_transcripts(tmp_path):
 
 
 def test_run_eureka_stand_in_all_tasks(tmp_path):
-    from earmark.models.tiny import build_tiny_checkpoint
+    from earmark.testing.tiny import build_tiny_checkpoint
 
     ckpt = build_tiny_checkpoint("eureka", tmp_path / "eureka")
     spec = job(

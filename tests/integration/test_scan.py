@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from audio_factory import tone, write
 from earmark.batch.runner import run_job
 from earmark.cli import app
-from earmark.io.sink import read_output
-from earmark.schemas import OUTPUT_SCHEMA, JobError, JobSpec
+from earmark.contracts import OUTPUT_SCHEMA, JobError, JobSpec
+from earmark.sink.shards import read_output
 from paths import DEMO
 from servers import S3_READER, upload_demo
 

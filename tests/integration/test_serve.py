@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 import earmark
+from earmark.contracts import OUTPUT_SCHEMA, OutputRow
 from earmark.evaluation.wer import edit_counts, tokens
-from earmark.schemas import OUTPUT_SCHEMA, OutputRow
 from paths import DEMO, REPO
 from servers import free_port
 
@@ -145,8 +145,8 @@ def test_openai_client_transcribes_and_formats(server):
 
 
 def test_annotate_row_equals_batch_row(server, s3_server):
-    from earmark.local import annotate_files
-    from earmark.schemas import ModelSpec, parse_tasks, rows_to_table
+    from earmark.annotate.local import annotate_files
+    from earmark.contracts import ModelSpec, parse_tasks, rows_to_table
 
     files = ["s01_fox.wav", "s10_meeting.mp3"]
     # the server's model spec: Serve leaves whisper packing off unless its config turns it on

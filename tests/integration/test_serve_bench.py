@@ -18,7 +18,7 @@ from earmark.bench.serve_bench import (
     results_json,
     run_serve_bench,
 )
-from earmark.schemas import ModelSpec
+from earmark.contracts import ModelSpec
 from earmark.serve.config import ServeSpec
 from paths import DEMO
 

@@ -1,4 +1,4 @@
-"""The batch Annotator writes its own shards (earmark.annotator + earmark.batch.stages), no Ray.
+"""The batch Annotator writes its own shards (annotate.annotator + sink.shards), no Ray.
 
 A fake backend stands in for the model: these tests are about rows, shard names, retries and
 error rows, not about transcripts.
@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from earmark import annotator as annotator_mod
-from earmark.annotator import Annotator
-from earmark.batch.stages import SUMMARY_COLUMNS, to_work_table
-from earmark.io.sink import read_output, shard_name
-from earmark.models.base import SAMPLE_RATE, Window
-from earmark.models.registry import FAMILIES
+from earmark.annotate import annotator as annotator_mod
+from earmark.annotate.annotator import Annotator
+from earmark.annotate.decoded import to_work_table
+from earmark.audio.windows import SAMPLE_RATE, Window
+from earmark.contracts import FAMILIES
+from earmark.sink.shards import SUMMARY_COLUMNS, read_output, shard_name
 
 
 class FakeModel:

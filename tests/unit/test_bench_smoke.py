@@ -28,6 +28,7 @@ def _positive_numbers(d) -> list[float]:
     return [float(d)]
 
 
+@pytest.mark.slow
 def test_model_bench_smoke(tmp_path, capsys):
     t0 = time.perf_counter()
     res = bench_model(
@@ -65,6 +66,7 @@ def test_bucketing_cuts_padding_below_target():
         assert row["bucketed"] <= 0.10 < row["arrival"]
 
 
+@pytest.mark.slow
 def test_mixed_corpus_formats_and_reuse(tmp_path):
     files = mixed_corpus(tmp_path / "c", hours=0.1)  # 6 min: 1+2+3 min files
     assert [f.suffix for f in files] == [f".{e}" for e in FORMATS[: len(files)]]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import earmark
-from earmark import cluster
-from earmark.schemas import JobError, JobSpec
+from earmark.cluster import jobs as cluster
+from earmark.contracts import JobError, JobSpec
 from paths import REPO
 
 
@@ -66,7 +66,7 @@ def test_first_submission_uses_the_job_id(spec):
     assert sub.submission_id == f"earmark-{spec.job_id}" and not sub.reused
     (call,) = client.submitted
     assert call["entrypoint"] == cluster.ENTRYPOINT
-    assert call["entrypoint"].endswith('exec "$py" -m earmark.jobmain')
+    assert call["entrypoint"].endswith('exec "$py" -m earmark.cluster.jobmain')
     assert call["metadata"]["earmark_job_id"] == spec.job_id
     assert call["metadata"]["output"] == spec.output
 
@@ -180,26 +180,42 @@ def test_list_shows_earmark_jobs_unless_all(spec):
     assert len(cluster.list_jobs(client, every=True)) == 2
 
 
-def test_cluster_entry_runs_the_spec_from_the_environment(spec, monkeypatch):
-    import earmark.cli
+def test_cluster_entry_runs_the_spec_from_the_environment(spec, monkeypatch, capsys):
+    from earmark.batch.summary import JobSummary
+    from earmark.cluster import run
 
     seen = {}
 
-    def fake_app(args):
-        seen["args"] = args
-        seen["spec"] = JobSpec.from_yaml(args[2])  # the file exists while `run` runs
+    def fake_run_job(job, *, address, progress):
+        seen.update(spec=job, address=address)
+        return JobSummary(job_id=job.job_id, files_listed=3, files_done_before=0, files_ok=3)
 
-    monkeypatch.setattr(earmark.cli, "app", fake_app)
+    monkeypatch.setattr(run, "run_job", fake_run_job)
     monkeypatch.setenv(cluster.SPEC_ENV, spec.model_dump_json())
-    cluster.main()
-    assert seen["args"][0] == "run" and seen["args"][3:] == ["--address", "auto"]
+    run.main()
+    assert seen["address"] == "auto"  # the cluster the job was submitted to
     assert seen["spec"] == spec and seen["spec"].job_id == spec.job_id
+    assert "ok / error: 3 / 0" in capsys.readouterr().out  # the summary, in the job's log
 
 
 def test_cluster_entry_without_a_spec_exits(monkeypatch):
+    from earmark.cluster import run
+
     monkeypatch.delenv(cluster.SPEC_ENV, raising=False)
     with pytest.raises(SystemExit, match=cluster.SPEC_ENV):
-        cluster.main()
+        run.main()
+
+
+def test_a_failed_job_says_why_without_a_traceback(spec, monkeypatch):
+    from earmark.cluster import run
+
+    def fail(job, **_):
+        raise JobError("the output s3://out is not writable")
+
+    monkeypatch.setattr(run, "run_job", fail)
+    monkeypatch.setenv(cluster.SPEC_ENV, spec.model_dump_json())
+    with pytest.raises(SystemExit, match="error: the output s3://out is not writable"):
+        run.main()
 
 
 def test_explicit_token_is_sent_when_ray_would_not(monkeypatch, tmp_path):

@@ -9,8 +9,8 @@ import pytest
 
 from audio_factory import PYAV_FORMATS, SF_FORMATS, dominant_freq, tone, write
 from earmark.audio.decode import TARGET_SR, decode_audio, to_float32
-from earmark.io.reader import read_and_decode
-from earmark.schemas import EarmarkError, ErrorKind, ErrorStage, LimitsSpec
+from earmark.audio.fetch import read_and_decode
+from earmark.contracts import EarmarkError, ErrorKind, ErrorStage, LimitsSpec
 
 EXT = {
     "wav16": "wav",
@@ -187,6 +187,7 @@ def test_missing_file_is_not_found(tmp_path):
     assert ei.value.kind == ErrorKind.NOT_FOUND and ei.value.stage == ErrorStage.READ
 
 
+@pytest.mark.slow
 def test_two_hour_file_streams_without_holding_source(tmp_path):
     """2 h at 8 kHz mono (115 MB as WAV): probe-only decoding keeps no samples; the decoded
     mono 16 kHz result is the only full-length array when samples are kept."""

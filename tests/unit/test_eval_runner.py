@@ -13,15 +13,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from earmark.evaluation import (  # noqa: E402
-    check_thresholds,
-    evaluate,
-    parse_threshold,
-    print_result,
-    write_json,
-)
+from earmark.contracts import JobError, rows_to_table  # noqa: E402
+from earmark.evaluation import check_thresholds, evaluate, parse_threshold, print_result, write_json
 from earmark.evaluation.reading import canonical_uri  # noqa: E402
-from earmark.schemas import JobError, rows_to_table  # noqa: E402
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 

@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from earmark.evaluation.wer import (  # noqa: E402
+from earmark.evaluation.wer import (
     canonical_language,
     english_spelling_mapping,
     normalize,

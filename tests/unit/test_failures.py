@@ -1,5 +1,5 @@
 """The failure policy without Ray: which failures are rows, how a crashing batch is narrowed
-to one file, when a job stops (earmark.failures, earmark.annotator)."""
+to one file, when a job stops (earmark.annotate.failures, earmark.annotate.annotator)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from earmark import annotator as annotator_mod
-from earmark.annotator import Annotator
-from earmark.batch.stages import to_work_table
-from earmark.cli import app
-from earmark.failures import (
+from earmark.annotate import annotator as annotator_mod
+from earmark.annotate.annotator import Annotator
+from earmark.annotate.decoded import to_work_table
+from earmark.annotate.failures import (
     PROCESS_DIED,
     AttemptLedger,
     FailureKind,
@@ -23,8 +22,10 @@ from earmark.failures import (
     JobStopped,
     classify,
 )
-from earmark.models.base import SAMPLE_RATE, ModelInputError, Window
-from earmark.schemas import FailureSpec, JobSpec
+from earmark.audio.windows import SAMPLE_RATE, Window
+from earmark.cli import app
+from earmark.contracts import FailureSpec, JobSpec
+from earmark.models.base import ModelInputError
 from earmark.testing.faulty import calls, write_plan
 
 DEVICE_ERROR = "CUDA error: an illegal memory access was encountered"
@@ -61,7 +62,7 @@ def test_a_plugin_family_is_validated_by_import_path():
     with pytest.raises(ValueError, match="cannot be imported"):
         JobSpec(source="/a", output="/o", model={"family": "earmark.nowhere.Model"})
     with pytest.raises(ValueError, match="not an AudioModel"):
-        JobSpec(source="/a", output="/o", model={"family": "earmark.schemas.JobSpec"})
+        JobSpec(source="/a", output="/o", model={"family": "earmark.contracts.JobSpec"})
 
 
 def test_a_device_error_is_fatal_never_a_row(tmp_path):
@@ -193,7 +194,7 @@ def test_a_file_that_keeps_crashing_its_decode_process_becomes_a_decoder_crash_r
 ):
     """A native decoder crash takes the task's process down (Ray retries the task); the
     retries go file by file and the culprit gets its row after max_attempts."""
-    from earmark.batch import stages
+    from earmark.annotate import decoded as stages
 
     class ProcessExit(BaseException):
         pass

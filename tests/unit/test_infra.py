@@ -11,7 +11,7 @@ import typer
 import yaml
 
 from earmark.cli import app
-from earmark.schemas import JobSpec
+from earmark.contracts import JobSpec
 from paths import REPO
 
 INFRA = REPO / "infra"

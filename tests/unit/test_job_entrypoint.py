@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import ray._raylet  # noqa: F401  (mapped into this process, as in Ray's job supervisor)
 
-from earmark.cluster import ENTRYPOINT
+from earmark.cluster.jobs import ENTRYPOINT
 from paths import REPO
 from ray_nodes import bare_python
 

@@ -14,11 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from earmark.cli import app
-from earmark.io.listing import list_named, list_source
-from earmark.io.sink import claim_output, done_rows, repair_duplicates, write_shard
-from earmark.io.storage import parse_storage_options
-from earmark.resources import check_reachable
-from earmark.schemas import OUTPUT_SCHEMA, JobError
+from earmark.compute.resources import check_reachable
+from earmark.contracts import OUTPUT_SCHEMA, JobError
+from earmark.sink.shards import claim_output, done_rows, repair_duplicates, write_shard
+from earmark.source.listing import list_named, list_source
+from earmark.storage import parse_storage_options
 from paths import DEMO
 
 FOX = DEMO / "s01_fox.wav"
@@ -123,7 +123,7 @@ def test_repair_drops_duplicates_and_superseded_rows_and_counts_the_rest(tmp_pat
 
 def test_repair_that_crashes_while_rewriting_loses_no_row(tmp_path, monkeypatch):
     """The old shard is deleted only after its rewritten copy exists."""
-    import earmark.io.sink as sink
+    import earmark.sink.shards as sink
 
     write_shard(_ids_table(["a", "b"]), str(tmp_path))
 

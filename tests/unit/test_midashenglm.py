@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from earmark.audio import features as F
+from earmark.audio.windows import Window
+from earmark.contracts import TaskRequest, parse_tasks
 from earmark.models import hf_common as H
-from earmark.models.base import ModelInputError, ModelLoadError, Window
+from earmark.models.base import ModelInputError, ModelLoadError
 from earmark.models.midashenglm import MiDashengLMModel
+from earmark.models.prompts import parse_tags, prompt_for
 from earmark.models.registry import model_class
-from earmark.models.tiny import build_tiny_checkpoint
-from earmark.schemas import TaskRequest, parse_tasks
-from earmark.tasks import parse_tags, prompt_for
+from earmark.testing.tiny import build_tiny_checkpoint
 from model_checks import (
     assert_tasks_share_one_audio_prefill,
     copy_checkpoint,

@@ -7,13 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from earmark.models.moss import audio_token_count  # noqa: E402
-from earmark.models.moss_arch import (  # noqa: E402
-    MossAudioConfig,
-    MossAudioModel,
-    downsampled_length,
-    pack_rows,
-)
-from earmark.models.tiny_moss import tiny_config, tiny_tokenizer  # noqa: E402
+from earmark.models.moss_arch import MossAudioConfig, MossAudioModel, downsampled_length, pack_rows  # noqa: E402
+from earmark.testing.tiny_moss import tiny_config, tiny_tokenizer  # noqa: E402
 
 # The 4B release's config.json as described in models.md §3.1 (values asserted by a third party).
 RELEASE_4B = {

@@ -14,11 +14,12 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from earmark.models.base import ModelInputError, ModelLoadError, Window  # noqa: E402
+from earmark.audio.windows import Window  # noqa: E402
+from earmark.contracts import ModelSpec, TaskRequest  # noqa: E402
+from earmark.models.base import ModelInputError, ModelLoadError  # noqa: E402
 from earmark.models.moss import MossModel, audio_token_count  # noqa: E402
 from earmark.models.registry import load_model  # noqa: E402
-from earmark.models.tiny_moss import build_tiny_moss  # noqa: E402
-from earmark.schemas import ModelSpec, TaskRequest  # noqa: E402
+from earmark.testing.tiny_moss import build_tiny_moss  # noqa: E402
 
 TASKS = [
     TaskRequest(name="asr"),

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from earmark.placement import (
+from earmark.compute.placement import (
     NodeResources,
     describe,
     fit_count,
     from_ray_nodes,
     node_plan_problem,
 )
-from earmark.resources import ClusterSize, annotator_options, check_plan, local_cluster_size
-from earmark.schemas import JobError, ResourceSpec
+from earmark.compute.resources import ClusterSize, annotator_options, check_plan, local_cluster_size
+from earmark.contracts import JobError, ResourceSpec
 
 
 def nodes(*cpus: float, gpus: float = 0.0, **custom: float) -> list[NodeResources]:
@@ -147,3 +147,16 @@ def test_custom_resources_place_the_annotator_and_are_checked_per_node():
 def test_annotator_resources_refuse_ray_s_own_names_and_zero(resources, words):
     with pytest.raises(ValidationError, match=words):
         ResourceSpec(annotator_resources=resources)
+
+
+def test_the_driver_counts_gpus_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from earmark.compute.resources import local_cluster_size; "
+        "from earmark.contracts import ResourceSpec; local_cluster_size(ResourceSpec()); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

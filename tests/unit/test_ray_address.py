@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from earmark.ray_address import check_submit_address, kind, resolve_run_address
-from earmark.schemas import JobError
+from earmark.compute.address import check_submit_address, kind, resolve_run_address
+from earmark.contracts import JobError
 from paths import DEMO, REPO
 
 

@@ -6,8 +6,8 @@ import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from earmark.io.reader import read_and_decode
-from earmark.schemas import EarmarkError, ErrorKind, LimitsSpec
+from earmark.audio.fetch import read_and_decode
+from earmark.contracts import EarmarkError, ErrorKind, LimitsSpec
 from paths import DEMO
 
 

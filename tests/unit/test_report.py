@@ -13,11 +13,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from earmark.contracts import rows_to_table
 from earmark.report import render_report
 from earmark.report.html import browser_audio_src
 from earmark.report.plots import nice_ticks
 from earmark.report.stats import compute_stats, duration_bins, open_output
-from earmark.schemas import rows_to_table
 
 PLOT_IDS = (
     "plot-duration",

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from earmark.contracts import snapshots
-from earmark.schemas import OUTPUT_SCHEMA, JobSpec, ModelSpec, parse_tasks, rows_to_table
+from earmark.contracts import OUTPUT_SCHEMA, JobSpec, ModelSpec, parse_tasks, rows_to_table
+from earmark.contracts.snapshots import snapshots
 from paths import REPO
 
 

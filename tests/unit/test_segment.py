@@ -9,7 +9,7 @@ import pytest
 
 from earmark.audio import segment
 from earmark.audio.segment import make_windows, plan_windows
-from earmark.models.base import FamilyInfo
+from earmark.contracts import FamilyInfo
 
 SR = 16_000
 

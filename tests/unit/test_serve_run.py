@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from earmark.schemas import JobError
+from earmark.contracts import JobError
 from earmark.serve.run import HttpEndpoint, check_app_free, resolve_endpoint
 
 RUNNING = HttpEndpoint("0.0.0.0", 8123)

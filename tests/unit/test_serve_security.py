@@ -11,8 +11,8 @@ import threading
 import pytest
 
 from earmark.bench.serve_bench import LevelResult, format_results, percentile
-from earmark.resources import ClusterSize
-from earmark.schemas import JobError, parse_tasks
+from earmark.compute.resources import ClusterSize
+from earmark.contracts import JobError, parse_tasks
 from earmark.serve.config import ServeSpec, UrlPolicy, check_serve_plan
 from earmark.serve.formats import to_srt, to_verbose_json, to_vtt
 from earmark.serve.inputs import build_tasks
@@ -275,6 +275,6 @@ def test_serve_packs_whisper_windows_only_when_the_config_asks():
         again = ServeSpec.model_validate_json(spec.model_dump_json(exclude_unset=True))
         assert again.model.pack_windows is spec.model.pack_windows
     # the batch job keeps packing on by default (one job, one owner)
-    from earmark.schemas import ModelSpec
+    from earmark.contracts import ModelSpec
 
     assert ModelSpec(family="whisper").pack_windows is True

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from earmark.batch.watch import WAKE_SIGNAL, NodeLossError, NodeWatch
-from earmark.placement import NodeResources
-from earmark.schemas import ResourceSpec
+from earmark.compute.placement import NodeResources
+from earmark.contracts import ResourceSpec
 
 HEAD = NodeResources("head0000aaaa", "10.0.0.1", 1, head=True)
 WORKER = NodeResources("work0000bbbb", "10.0.0.2", 1)

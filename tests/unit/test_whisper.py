@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from earmark.audio.segment import make_windows
-from earmark.models.base import ModelInputError, ModelLoadError, Window
+from earmark.audio.windows import Window
+from earmark.contracts import TaskRequest
+from earmark.models.base import ModelInputError, ModelLoadError
+from earmark.models.prompts import join_window_texts
 from earmark.models.whisper import WhisperModel
-from earmark.schemas import TaskRequest
-from earmark.tasks import join_window_texts
 
 SR = 16_000
 ASR = [TaskRequest(name="asr")]
@@ -61,6 +62,7 @@ def test_tiny_en_transcribes_demo_speech(model: WhisperModel, demo) -> None:
     assert wer([r["text"] for r, _ in speech], hyps) < WER_BOUND
 
 
+@pytest.mark.slow
 def test_packing_shares_encoder_passes_and_keeps_each_window_its_words(demo) -> None:
     speech = [(r, a) for r, a in demo if r["labels"] == "speech"]  # 12 clips of 3.6-5.0 s
     windows = [window(a, i, r["uri"]) for i, (r, a) in enumerate(speech)]
@@ -76,6 +78,7 @@ def test_packing_shares_encoder_passes_and_keeps_each_window_its_words(demo) -> 
         assert wer([ref], [hyp]) < 0.25, (ref, hyp)
 
 
+@pytest.mark.slow
 def test_windows_cut_mid_sentence_are_not_split_by_guesswork(demo) -> None:
     # halves of sentences, cut with no pause: segments straddle the gaps between the halves, so
     # the pack cannot say whose words are whose and every half is transcribed alone
@@ -87,6 +90,7 @@ def test_windows_cut_mid_sentence_are_not_split_by_guesswork(demo) -> None:
     assert got == [o["asr"] for o in alone.annotate(windows, ASR)]
 
 
+@pytest.mark.slow
 def test_packed_windows_without_certain_text_go_back_to_the_one_window_path(demo) -> None:
     speech = [a for r, a in demo if r["labels"] == "speech"]
     noise = next(a for r, a in demo if r["labels"] == "noise")
@@ -109,6 +113,7 @@ def test_packed_windows_without_certain_text_go_back_to_the_one_window_path(demo
     assert short.stats.encoder_passes == 1 + 4
 
 
+@pytest.mark.slow
 def test_batched_equals_one_by_one(model: WhisperModel, demo) -> None:
     # 8 windows of different lengths: speech, a cut-short clip, noise, silence, a sub-frame stub
     speech = [a for r, a in demo if r["labels"] == "speech"]
@@ -136,6 +141,7 @@ def test_batched_equals_one_by_one(model: WhisperModel, demo) -> None:
     assert batched.stats.encoder_passes == sequential.stats.encoder_passes == 8
 
 
+@pytest.mark.slow
 def test_long_audio_windows_stitch_into_the_transcript(model: WhisperModel, demo) -> None:
     speech = [(r, a) for r, a in demo if r["labels"] == "speech"][:8]
     gap = np.zeros(SR * 3 // 10, np.float32)

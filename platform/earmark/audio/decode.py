@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from earmark.schemas import EarmarkError, ErrorKind, ErrorStage
+from earmark.contracts import EarmarkError, ErrorKind, ErrorStage
 
 TARGET_SR = 16_000  # Hz, what every model consumes
 TRUNCATION_TOLERANCE = 0.9  # decoded/declared duration below this (and ...)

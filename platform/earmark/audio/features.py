@@ -1,11 +1,12 @@
 """Audio features the audio-LMs consume, in pure numpy (runs in CPU decode workers).
 
 Eureka-Audio feeds its Whisper-large-v3-style encoder a 128-bin log-mel, computed exactly as the
-reference (`../shared/models.md` §1.2): zero-pad the waveform to a multiple of 1280 samples (one
-audio token = 80 ms), periodic Hann(400) STFT with reflect padding and hop 160, power spectrum,
-Slaney mel filters, log10 clipped at 1e-10, dynamic range limited to 8 (log10 units) below the
-maximum, (x + 4) / 4, last frame dropped. The encoder takes fixed 3000-frame chunks; the last chunk
-is padded with -1.5 (the normalized value of log10(1e-10)), NOT Whisper's zero-audio padding.
+reference (`Alittleegg/Eureka-Audio`, `eureka_infer/utils/audio.py`): zero-pad the waveform to a
+multiple of 1280 samples (one audio token = 80 ms), periodic Hann(400) STFT with reflect padding and
+hop 160, power spectrum, Slaney mel filters, log10 clipped at 1e-10, dynamic range limited to 8
+(log10 units) below the maximum, (x + 4) / 4, last frame dropped. The encoder takes fixed 3000-frame
+chunks; the last chunk is padded with -1.5 (the normalized value of log10(1e-10)), NOT Whisper's
+zero-audio padding.
 
 MiDashengLM takes the raw waveform; only its audio-token count is computed here (§2.1).
 """

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from earmark.models.base import SAMPLE_RATE, Window
-
-if TYPE_CHECKING:
-    from earmark.models.base import AudioModel
+from earmark.audio.windows import SAMPLE_RATE, Window, WindowPreparer
 
 MIN_WINDOW_FRACTION = 0.5  # a cut is searched in [0.5, 1.0] × max window: windows ≥ half the limit
 ENERGY_FRAME_S = 0.010  # s: short-time energy frame
@@ -184,7 +181,7 @@ def _quietest_point(region: np.ndarray, sr: int) -> int | None:
 def make_windows(
     audio_id: str,
     samples: np.ndarray,
-    model_cls: type[AudioModel],
+    model_cls: WindowPreparer,
     *,
     max_window_s: float | None = None,
     vad: VadMode | SpeechFn = "silero",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from earmark.failures import AttemptLedger
-from earmark.schemas import FailureSpec
+from earmark.annotate.failures import AttemptLedger
+from earmark.contracts import FailureSpec
 
 
 class RemoteLedger:

@@ -19,20 +19,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from earmark.annotator import Annotator
-from earmark.batch.stages import DecodeStage, to_work_table, write_rows
-from earmark.resources import annotator_options
-from earmark.schemas import JobSpec
+from earmark.annotate.annotator import Annotator
+from earmark.annotate.decoded import DecodeStage, to_work_table
+from earmark.compute.resources import annotator_options
+from earmark.contracts import JobSpec
+from earmark.sink.shards import write_rows
 
-LISTING_SCHEMA = pa.schema(
-    [
-        ("audio_id", pa.string()),
-        ("uri", pa.string()),
-        ("size_bytes", pa.int64()),
-        ("meta", pa.map_(pa.string(), pa.string())),
-        ("list_error", pa.struct([("kind", pa.string()), ("message", pa.string())])),
-    ]
-)
 MAX_LISTING_BLOCKS = 4096  # at most this many decode tasks; past it files share blocks evenly
 # One listing block = one decode task. Scheduling a Ray task costs ~10-100 ms of driver and
 # raylet time (more on a busy machine), as much as decoding a short clip, and the decode stage
@@ -48,12 +40,6 @@ RESERVE_OP_RESOURCES = False  # Ray Data's per-operator resource reservation (se
 # converted meanwhile (Ray Data runs the UDF itself one call at a time), so the model never waits
 # for the driver to dispatch. Two, as before, bounds the decoded audio queued per actor.
 ANNOTATOR_BLOCKS_IN_FLIGHT = 2
-
-
-def listing_table(rows: list[dict[str, Any]]) -> pa.Table:
-    cols = {n: [r.get(n) for r in rows] for n in LISTING_SCHEMA.names}
-    cols["meta"] = [list(m.items()) if isinstance(m, dict) else m for m in cols["meta"]]
-    return pa.table(cols, schema=LISTING_SCHEMA)
 
 
 def build_dataset(
@@ -106,7 +92,7 @@ def build_dataset(
             ),
             # a killed actor is restarted and its blocks retried, within the job's failure
             # budget: the ledger stops the job first, these bounds only make sure nothing
-            # retries without end if it cannot (earmark.failures)
+            # retries without end if it cannot (earmark.annotate.failures)
             max_restarts=spec.failures.max_fatal_failures + 1,
             max_task_retries=spec.failures.max_fatal_failures + 1,
             **annotator_options(res),

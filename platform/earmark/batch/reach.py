@@ -17,8 +17,8 @@ import posixpath
 import uuid
 from typing import Any
 
-from earmark.io.storage import get_fs, is_local
-from earmark.schemas import JobError
+from earmark.contracts import JobError
+from earmark.storage import get_fs, is_local
 
 PROBE_PREFIX = ".earmark-probe-"  # hidden: Parquet readers and the sink skip it
 PROBE_TIMEOUT_S = 60.0  # a node that cannot run a zero-CPU task in a minute is not usable

@@ -15,17 +15,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from earmark.batch.summary import JobSummary, new_acc
-from earmark.io.listing import list_source
-from earmark.io.sink import (
+from earmark.compute.resources import check_plan, init_ray, local_cluster_size
+from earmark.contracts import JobError, JobSpec
+from earmark.sink.shards import (
     SUMMARY_NAME,
     claim_output,
     clean_temp,
     repair_duplicates,
     resume_state,
 )
-from earmark.io.storage import check_writable, get_fs
-from earmark.resources import check_plan, init_ray, local_cluster_size
-from earmark.schemas import JobError, JobSpec
+from earmark.source.listing import list_source
+from earmark.storage import check_writable, get_fs
 
 log = logging.getLogger(__name__)
 

@@ -71,7 +71,7 @@ class JobSummary(BaseModel):
         self.errors_by_kind = dict(kinds)
 
     def add_failures(self, decode: dict[str, Any], model: dict[str, Any] | None) -> None:
-        """Counts from the job's attempt ledgers (earmark.failures)."""
+        """Counts from the job's attempt ledgers (earmark.annotate.failures)."""
         self.fatal_failures = int(decode["fatal_failures"])
         self.files_quarantined = int(decode["files_quarantined"])
         if model is not None:
@@ -89,6 +89,38 @@ class JobSummary(BaseModel):
             self.infer_realtime_factor = acc["infer_audio_s"] / acc["infer_s"]
         if acc["pad_total"] > 0:
             self.padding_fraction = max(0.0, 1 - acc["pad_real"] / acc["pad_total"])
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs, as the CLI's table and a submitted job's log show them."""
+        rows: list[tuple[str, str]] = []
+        rows.append(("files listed", str(self.files_listed)))
+        rows.append(("already done (skipped)", str(self.files_done_before)))
+        rows.append(("ok / error", f"{self.files_ok} / {self.files_error}"))
+        rows.append(("audio", f"{self.audio_hours:.3f} h"))
+        rows.append(("wall", f"{self.wall_s:.1f} s"))
+        rows.append(("throughput", f"{self.audio_hours_per_wall_hour:.1f} audio-h per wall-h"))
+        if self.decode_realtime_factor:
+            rows.append(("decode speed", f"{self.decode_realtime_factor:.0f}× realtime per worker"))
+        if self.infer_realtime_factor:
+            rows.append(("model speed", f"{self.infer_realtime_factor:.1f}× realtime per actor"))
+        if self.padding_fraction is not None:
+            rows.append(("padding", f"{100 * self.padding_fraction:.1f}% of model input"))
+        for k, v in sorted(self.errors_by_kind.items()):
+            rows.append((f"error {k}", str(v)))
+        if self.errors_retried:
+            rows.append(
+                ("errors retried / now ok", f"{self.errors_retried} / {self.errors_now_ok}")
+            )
+        if self.fatal_failures:
+            rows.append(
+                (
+                    "fatal model failures",
+                    f"{self.fatal_failures} ({self.annotator_restarts} Annotator restarts, "
+                    f"{self.files_quarantined} files quarantined)",
+                )
+            )
+        rows.append(("output rows (ok)", f"{self.output_rows} ({self.output_ok})"))
+        return rows
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(), indent=2)

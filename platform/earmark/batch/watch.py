@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from earmark.placement import NodeResources, from_ray_nodes, node_plan_problem
-from earmark.schemas import JobError, ResourceSpec
+from earmark.compute.placement import NodeResources, from_ray_nodes, node_plan_problem
+from earmark.contracts import JobError, ResourceSpec
 
 POLL_S = 3.0  # Ray itself marks a dead node after ~15 s of failed health checks
 PREFIX = "earmark cluster:"

@@ -185,8 +185,8 @@ def start_ray(cluster_cpus: int | None = None) -> tuple[float, bool]:
     """Reuse a running Ray, or start the embedded one `earmark run` would; (CPUs, started)."""
     import ray
 
-    from earmark.resources import init_ray
-    from earmark.schemas import ResourceSpec
+    from earmark.compute.resources import init_ray
+    from earmark.contracts import ResourceSpec
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # the tables are the output
     if ray.is_initialized():

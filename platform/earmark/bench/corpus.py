@@ -32,7 +32,7 @@ def demo_dir() -> Path:
 
 
 def audio_files(folder: Path) -> list[Path]:
-    from earmark.io.listing import AUDIO_EXTENSIONS
+    from earmark.source.listing import AUDIO_EXTENSIONS
 
     return sorted(
         p

@@ -54,8 +54,8 @@ MONITOR_S = 0.25
 
 def loop_decode(files: list[Path], *, keep_samples: bool) -> tuple[float, float, float]:
     """(audio s, wall s, CPU s) of decoding every file in this process, one by one."""
-    from earmark.io.reader import read_and_decode
-    from earmark.schemas import LimitsSpec
+    from earmark.audio.fetch import read_and_decode
+    from earmark.contracts import LimitsSpec
 
     limits = LimitsSpec()
     audio = 0.0
@@ -76,7 +76,7 @@ def timed_loop(files: list[Path], *, keep_samples: bool) -> dict[str, float]:
 def scan(source: Path, output: Path) -> tuple[Any, TreeMonitor]:
     """One `earmark scan` of `source` on the running Ray, with the process tree's peak RSS."""
     from earmark.batch.runner import run_job
-    from earmark.schemas import JobSpec
+    from earmark.contracts import JobSpec
 
     shutil.rmtree(output, ignore_errors=True)  # a kept workdir must not resume an old output
     spec = JobSpec(source=str(source), output=str(output))

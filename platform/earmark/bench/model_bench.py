@@ -53,7 +53,7 @@ def window_durations(n: int, seed: int = 0) -> list[float]:
 
 def make_windows(model_cls: type, durations: list[float], audio: np.ndarray) -> list[Any]:
     """Windows of `durations` cut from `audio` (16 kHz), features prepared by `model_cls`."""
-    from earmark.models.base import Window
+    from earmark.audio.windows import Window
 
     out, pos = [], 0
     for i, d in enumerate(durations):
@@ -85,9 +85,9 @@ def cpu_threads(n: int) -> Iterator[None]:
 
 
 def load(family: str, work: Path, max_new_tokens: int) -> Any:
+    from earmark.contracts import ModelSpec
     from earmark.models.registry import load_model
-    from earmark.models.tiny import build_tiny_checkpoint
-    from earmark.schemas import ModelSpec
+    from earmark.testing.tiny import build_tiny_checkpoint
 
     if family == "whisper":
         ckpt, tokens = "tiny.en", 256  # real model: let it finish its sentences
@@ -108,7 +108,7 @@ def best_of(fn: Any, repeats: int) -> float:
 
 
 def encode_once(model: Any, windows: list[Any], repeats: int) -> dict[str, float]:
-    from earmark.schemas import parse_tasks
+    from earmark.contracts import parse_tasks
 
     tasks = parse_tasks("asr,caption,tags")
     model.annotate(windows[:2], tasks)  # warm-up: lazy kernels, first-call allocations
@@ -130,8 +130,8 @@ def encode_once(model: Any, windows: list[Any], repeats: int) -> dict[str, float
 
 
 def padding_table(durations: list[float], batch_sizes: tuple[int, ...]) -> list[dict[str, Any]]:
-    from earmark.annotator import bucket_windows, padding_of
-    from earmark.models.base import Window
+    from earmark.annotate.annotator import bucket_windows, padding_of
+    from earmark.audio.windows import Window
 
     ws = [Window(f"w{i}", 0, 0.0, d, int(d * SR)) for i, d in enumerate(durations)]
     out = []
@@ -145,9 +145,9 @@ def padding_table(durations: list[float], batch_sizes: tuple[int, ...]) -> list[
 
 def measured_padding(model: Any, windows: list[Any], batch: int) -> dict[str, float]:
     """The model's own padded/real accounting and wall time, arrival order vs bucketed."""
-    from earmark.annotator import bucket_windows
+    from earmark.annotate.annotator import bucket_windows
+    from earmark.contracts import parse_tasks
     from earmark.models.base import BatchStats
-    from earmark.schemas import parse_tasks
 
     tasks = parse_tasks("asr")
     out: dict[str, float] = {}
@@ -169,8 +169,8 @@ def measured_padding(model: Any, windows: list[Any], batch: int) -> dict[str, fl
 
 def throughput(model: Any, windows: list[Any], batch_sizes: tuple[int, ...]) -> dict[int, float]:
     """Windows per second at each batch size, windows bucketed by length as the Annotator does."""
-    from earmark.annotator import bucket_windows
-    from earmark.schemas import parse_tasks
+    from earmark.annotate.annotator import bucket_windows
+    from earmark.contracts import parse_tasks
 
     tasks = parse_tasks("asr")
     out = {}

@@ -55,8 +55,8 @@ class NaiveAnnotator:
     """The naive recipe's callable class: decode, window and annotate one file per model call."""
 
     def __init__(self, model: dict, tasks: list[dict]) -> None:
+        from earmark.contracts import ModelSpec, TaskRequest
         from earmark.models.registry import load_model
-        from earmark.schemas import ModelSpec, TaskRequest
 
         self.model = load_model(ModelSpec.model_validate(model))
         self.tasks = [TaskRequest(**t) for t in tasks]
@@ -84,7 +84,7 @@ def model_spec(family: str, work: Path, max_new_tokens: int, batch_size: int) ->
             "device": "cpu",
             "batch_size": batch_size,
         }
-    from earmark.models.tiny import build_tiny_checkpoint
+    from earmark.testing.tiny import build_tiny_checkpoint
 
     ckpt = work / f"tiny_{family}"
     if not (ckpt / "config.json").exists():
@@ -102,7 +102,7 @@ def run_earmark(
     source: Path, out: Path, model: dict, tasks: str, actors: int, actor_cpus: float, fpb: int
 ) -> tuple[Any, TreeMonitor]:
     from earmark.batch.runner import run_job
-    from earmark.schemas import JobSpec
+    from earmark.contracts import JobSpec
 
     shutil.rmtree(out, ignore_errors=True)  # a kept workdir must not resume an old output
     spec = JobSpec(
@@ -133,7 +133,7 @@ def run_naive(
     import pyarrow.parquet as pq
     import ray.data
 
-    from earmark.schemas import parse_tasks
+    from earmark.contracts import parse_tasks
 
     shutil.rmtree(out, ignore_errors=True)
     ctx = ray.data.DataContext()  # Ray Data's defaults, not the settings earmark's run left
@@ -161,8 +161,8 @@ def run_loop(files: list[Path], model: dict, tasks: str) -> tuple[float, float, 
     from earmark.audio.decode import decode_audio
     from earmark.audio.segment import make_windows
     from earmark.bench.model_bench import cpu_threads
+    from earmark.contracts import ModelSpec, parse_tasks
     from earmark.models.registry import load_model
-    from earmark.schemas import ModelSpec, parse_tasks
 
     with cpu_threads(1):  # like one Annotator actor: one thread
         m = load_model(ModelSpec.model_validate(model))
@@ -204,7 +204,7 @@ def bench_run(
     """
     import ray
 
-    from earmark.schemas import ResourceSpec
+    from earmark.contracts import ResourceSpec
 
     defaults = ResourceSpec()
     actors = actors or defaults.max_actors

@@ -135,7 +135,7 @@ def resolve_model(name: str, workdir: Path) -> str:
     """`FAMILY[:CHECKPOINT]` as given, or `eureka-tiny` → the stand-in built (once) in workdir."""
     if name.strip() != TINY_EUREKA:
         return name
-    from earmark.models.tiny import build_tiny_checkpoint
+    from earmark.testing.tiny import build_tiny_checkpoint
 
     path = Path(workdir) / TINY_EUREKA
     if not (path / "config.json").is_file():
@@ -417,8 +417,8 @@ def run_serve_bench(
     import ray
     from ray import serve
 
-    from earmark.resources import init_ray
-    from earmark.schemas import JobError
+    from earmark.compute.resources import init_ray
+    from earmark.contracts import JobError
 
     specs = [specs] if isinstance(specs, ServeSpec) else list(specs)
     need = max(plan_cpus(s) for s in specs)

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from earmark.io.storage import get_fs, is_local
-from earmark.schemas import OUTPUT_SCHEMA, JobError
+from earmark.contracts import OUTPUT_SCHEMA, JobError
+from earmark.storage import get_fs, is_local
 
 
 def output_dataset(output: str, storage_options: dict[str, Any] | None = None) -> ds.Dataset:

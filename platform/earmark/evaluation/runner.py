@@ -21,16 +21,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from earmark import __version__
-from earmark.evaluation.reading import (
-    canonical_uri,
-    manifest_base,
-    read_output,
-    read_references,
-)
+from earmark.contracts import JobError
+from earmark.evaluation.reading import canonical_uri, manifest_base, read_output, read_references
 from earmark.evaluation.similarity import SimilarityScore, score_similarity
 from earmark.evaluation.tagging import TagScore, score_tags
 from earmark.evaluation.wer import AsrScore, score_asr
-from earmark.schemas import JobError
 
 REFERENCE_COLUMNS = ("text", "labels", "caption", "answer")
 # Columns `evaluate` reads from the output (transcripts etc.; never segments or meta).

@@ -69,7 +69,7 @@ def write_json(
     result: EvalResult, path: str, storage_options: dict[str, Any] | None = None
 ) -> None:
     """Write the full result (every count and per-language score) as indented JSON."""
-    from earmark.io.storage import get_fs
+    from earmark.storage import get_fs
 
     fs, fpath = get_fs(path, storage_options)
     parent = fpath.rsplit("/", 1)[0] if "/" in fpath else ""

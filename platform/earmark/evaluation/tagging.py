@@ -5,7 +5,7 @@ Label matching rules (both sides go through `normalize_label`):
   such as "Bicycle_bell" or "Crowd, and chatter"), whitespace collapsed, outer punctuation stripped;
 - reference labels come from a list column, a JSON list in a string, or a `;`-separated string (not
   `,`: AudioSet names such as "Child speech, kid speaking" contain commas);
-- predictions are the row's `tags` (already split by earmark.tasks.parse_tags), or `tags_raw`
+- predictions are the row's `tags` (already split by models.prompts.parse_tags), or `tags_raw`
   split on `;` when `tags` is missing; only predicted labels that occur in some reference count
   (the class set is the reference vocabulary), as in the MiDashengLM `compute_map.py` recipe.
 

@@ -1,6 +1,6 @@
 """ASR scoring: Whisper text normalisation, then corpus WER (or CER) with jiwer.
 
-The recipe follows the MiDashengLM evaluation scripts (see shared/models.md §2.6):
+The recipe follows the MiDashengLM evaluation scripts (`xiaomi-research/dasheng-lm`, `evaluate/`):
 
 1. strip special tags such as `<|en|>` and collapse spaces;
 2. English: Whisper's `EnglishTextNormalizer` and then `BasicTextNormalizer` (the second runs on the

@@ -7,22 +7,21 @@ model libraries (torch, transformers, faster_whisper), and only inside functions
 
 Contract of `annotate`: every task requested for a window reuses ONE encoder pass over that
 window ("encode once, ask many"); the result for window i is `results[i][task.name]` = raw text.
-Parsing (tag splitting, think-block stripping) lives in `earmark.tasks`, not here.
+Parsing (tag splitting, think-block stripping) lives in `earmark.models.prompts`, not here.
 """
 
 from __future__ import annotations
 
 import abc
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from earmark.schemas import TaskRequest
-
-SAMPLE_RATE = 16_000  # Hz: every family here consumes 16 kHz mono float32
+from earmark.audio.windows import Window
+from earmark.contracts import FamilyInfo, TaskRequest
 
 
 class ModelLoadError(Exception):
@@ -31,36 +30,6 @@ class ModelLoadError(Exception):
 
 class ModelInputError(ValueError):
     """A window the model cannot take (empty, too long, NaN). Becomes an `infer` error row."""
-
-
-@dataclass(frozen=True)
-class FamilyInfo:
-    """What `earmark models list` shows; known without loading anything."""
-
-    name: str
-    default_checkpoint: str
-    window_s: float  # longest window one model call takes, seconds
-    audio_tokens_per_s: float | None  # None: not an LLM (e.g. Whisper)
-    tasks: tuple[str, ...]  # built-in tasks supported; "custom" when free prompts work
-    module: str  # import path of the backend module (imported lazily)
-    cls: str  # backend class name in that module
-    description: str = ""
-
-
-@dataclass
-class Window:
-    """One model window of one file, with features already prepared on the CPU side."""
-
-    audio_id: str
-    index: int  # position of the window in its file
-    start_s: float
-    end_s: float
-    num_samples: int  # real (unpadded) 16 kHz samples
-    features: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def duration_s(self) -> float:
-        return self.num_samples / SAMPLE_RATE
 
 
 @dataclass
@@ -119,7 +88,7 @@ class AudioModel(abc.ABC):
             raise ModelLoadError(f"checkpoint {p} is a file; a checkpoint is a directory")
         if checkpoint.startswith(("/", ".", "~")) or checkpoint.count("/") != 1:
             raise ModelLoadError(f"checkpoint directory {checkpoint} does not exist")
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        if hub_offline():
             from huggingface_hub import try_to_load_from_cache
 
             if not isinstance(try_to_load_from_cache(checkpoint, "config.json"), str):
@@ -166,6 +135,11 @@ class AudioModel(abc.ABC):
                 raise ModelInputError(
                     f"window {w.index} of {w.audio_id}: feature {k!r} holds NaN or inf"
                 )
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as the Hugging Face hub reads it (1/true/yes/on): the one place here."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:

@@ -1,4 +1,6 @@
-"""Eureka-Audio-Instruct backend (`cslys1999/Eureka-Audio-Instruct`), models.md §1.
+"""Eureka-Audio-Instruct backend (`cslys1999/Eureka-Audio-Instruct`).
+
+Reference code: `Alittleegg/Eureka-Audio` (`eureka_infer/api/eureka.py`).
 
 Preprocessing reproduces the reference (earmark.audio.features). Two ways to run the model:
 
@@ -27,18 +29,18 @@ from typing import Any
 import numpy as np
 
 from earmark.audio import features as F
+from earmark.audio.windows import Window
+from earmark.contracts import FAMILIES, TaskRequest
 from earmark.models import hf_common as H
-from earmark.models.base import BatchStats, ModelInputError, Window
-from earmark.models.registry import FAMILIES
+from earmark.models.base import BatchStats, ModelInputError
+from earmark.models.prompts import Prompt, prompt_for
 from earmark.models.remote_code import RemoteCodeModel, annotate_tasks
-from earmark.schemas import TaskRequest
-from earmark.tasks import Prompt, prompt_for
 
 log = logging.getLogger(__name__)
 
 AUDIO_START, AUDIO_PAD, AUDIO_END = "<|audio_start|>", "<|audio_pad|>", "<|audio_end|>"
 IM_START, IM_END, END_OF_TEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
-EMPTY_THINK = "<think>\n\n</think>\n\n"  # without it the model may emit EOS first (models.md)
+EMPTY_THINK = "<think>\n\n</think>\n\n"  # without it the model may emit EOS first (reference code)
 AUDIO_TOKEN_TYPE = 3  # token_type_ids of <|audio_pad|> positions; text is 0
 REPETITION_PENALTY = 1.05  # always applied by the reference
 FRAMES_PER_TOKEN = 4  # 20 ms encoder frames concatenated into one 80 ms adapter input

@@ -1,4 +1,6 @@
-"""MiDashengLM-7B backend (`mispeech/midashenglm-7b-1021-bf16`), models.md §2.
+"""MiDashengLM-7B backend (`mispeech/midashenglm-7b-1021-bf16`).
+
+Reference code: `xiaomi-research/dasheng-lm`.
 
 Inputs follow the reference processor: the raw 16 kHz waveform, right-padded with zeros into
 `input_values` [B, samples] with the real lengths in `audio_length`; prompt ids left-padded with
@@ -22,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from earmark.audio import features as F
+from earmark.audio.windows import Window
+from earmark.contracts import FAMILIES, TaskRequest
 from earmark.models import hf_common as H
-from earmark.models.base import ModelInputError, Window
-from earmark.models.registry import FAMILIES
+from earmark.models.base import ModelInputError
+from earmark.models.prompts import Prompt, prompt_for
 from earmark.models.remote_code import RemoteCodeModel, annotate_tasks
-from earmark.schemas import TaskRequest
-from earmark.tasks import Prompt, prompt_for
 
 log = logging.getLogger(__name__)
 

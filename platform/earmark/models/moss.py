@@ -1,14 +1,15 @@
 """MOSS-Audio 4B/8B Instruct backend (family `moss`), batched, on earmark's own architecture.
 
-CPU side (`prepare`): 128-bin Whisper log-mel in numpy, no 30 s padding (T = samples // 160).
-Model side (`annotate`): one encoder pass over the batch of windows, then one greedy generation over
-all (window, task) rows, left-padded; each row gets its window's audio embeddings (and DeepStack
+CPU side (`prepare`): 128-bin Whisper log-mel in numpy, no 30 s padding (T = samples // 160). Model
+side (`annotate`): one encoder pass over the batch of windows, then one greedy generation over all
+(window, task) rows, left-padded; each row gets its window's audio embeddings (and DeepStack
 embeddings) packed by that window's own token count. Prompt layout, special ids and time markers
-follow models.md §3. Time markers (digits of the elapsed second after every 25 audio tokens) are on
-by default, as in the reference inference scripts; `time_markers=False` or the checkpoint key
-`enable_time_marker: false` turns them off. They change the model input only: outputs are returned
-as text, and `parse_timed_segments` reads "[start - end] text" lines when a prompt asks for times.
-torch/transformers are imported inside `__init__` only, so decode workers stay light.
+follow `OpenMOSS/MOSS-Audio` (`src/processing_moss_audio.py`). Time markers (digits of the elapsed
+second after every 25 audio tokens) are on by default, as in the reference inference scripts;
+`time_markers=False` or the checkpoint key `enable_time_marker: false` turns them off. They change
+the model input only: outputs are returned as text, and `parse_timed_segments` reads "[start - end]
+text" lines when a prompt asks for times. torch/transformers are imported inside `__init__` only, so
+decode workers stay light.
 """
 
 from __future__ import annotations
@@ -19,18 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from earmark.audio.windows import SAMPLE_RATE, Window
+from earmark.contracts import FAMILIES, TaskRequest
 from earmark.models.base import (
-    SAMPLE_RATE,
     AudioModel,
     ModelInputError,
-    Window,
     attn_implementation,
     prefix_groups,
     torch_dtype,
 )
-from earmark.models.registry import FAMILIES
-from earmark.schemas import TaskRequest
-from earmark.tasks import clean_text, prompt_for
+from earmark.models.prompts import clean_text, prompt_for
 
 N_FFT = 400  # samples (25 ms) per STFT frame
 HOP = 160  # samples (10 ms) between frames -> 100 mel frames/s
@@ -246,7 +245,8 @@ class MossModel(AudioModel):
         return mel
 
     def prompt_ids(self, task: TaskRequest, n_audio_tokens: int) -> list[int]:
-        """Input ids of one (window, task) row in the reference chat layout (models.md §3.2):
+        """Input ids of one (window, task) row in the reference chat layout
+        (`processing_moss_audio.py`):
         [system] user: <|audio_bos|> <|AUDIO|> x n (+ time markers) <|audio_eos|> \n text."""
         return self._row_ids(self._prompt_halves(task), n_audio_tokens)
 

@@ -1,9 +1,10 @@
 """earmark's own implementation of the MOSS-Audio architecture (4B/8B Instruct releases).
 
-Written from the description in models.md §3: the official class lives only in the vendor's GitHub
-source and runs one sample at a time; this one loads the released safetensors by their own
-parameter names (`audio_encoder.*`, `deepstack_audio_merger_list.N.*`, `audio_adapter.*`,
-`language_model.*`, `lm_head.*`) and batches left-padded prompts.
+Written from the description of `OpenMOSS/MOSS-Audio` (`src/modeling_moss_audio.py`): the official
+class lives only in the vendor's GitHub source and runs one sample at a time; this one loads the
+released safetensors by their own parameter names (`audio_encoder.*`,
+`deepstack_audio_merger_list.N.*`, `audio_adapter.*`, `language_model.*`, `lm_head.*`) and batches
+left-padded prompts.
 
 Pieces: a conv-stem + Whisper-style encoder over 128-bin log-mel (12.5 tokens/s), a gated-MLP
 adapter into the Qwen3 backbone, and DeepStack: hidden states of chosen encoder layers, each

@@ -6,9 +6,9 @@ the LLM prefill of the audio (the KV cache of the prompt up to and just past the
 checkpoints the audio prefill (hundreds of audio tokens through the LLM) costs about as much as
 the encoder, so sharing only the encoder output would still pay it once per task.
 
-The fast path relies on submodule names from third-party sources (models.md); when a checkpoint
-lacks them, or the first fast call fails on an interface mismatch, the backend warns and uses the
-reference path instead of failing.
+The fast path relies on submodule names from third-party ports of the real checkpoint; when a
+checkpoint lacks them, or the first fast call fails on an interface mismatch, the backend warns and
+uses the reference path instead of failing.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from earmark.audio.windows import Window
+from earmark.contracts import TaskRequest
 from earmark.models import hf_common as H
-from earmark.models.base import AudioModel, BatchStats, ModelInputError, Window, prefix_groups
-from earmark.schemas import TaskRequest
+from earmark.models.base import AudioModel, BatchStats, ModelInputError, prefix_groups
 
 log = logging.getLogger(__name__)
 

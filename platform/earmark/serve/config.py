@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from earmark.resources import ClusterSize, annotator_options
-from earmark.schemas import JobError, ModelSpec, ResourceSpec, TaskRequest, parse_tasks
+from earmark.compute.resources import ClusterSize, annotator_options
+from earmark.contracts import JobError, ModelSpec, ResourceSpec, TaskRequest, parse_tasks
 
 APP_NAME = "earmark"
 DEFAULT_MAX_UPLOAD_BYTES = 25 << 20  # 25 MiB: OpenAI's transcription upload limit
@@ -187,7 +187,7 @@ class ServeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _tasks_fit_model(self) -> ServeSpec:
-        from earmark.models.registry import family
+        from earmark.contracts import family
 
         info = family(self.model.family)
         for t in self.tasks:
@@ -216,7 +216,7 @@ class ServeSpec(BaseModel):
 
     @property
     def model_id(self) -> str:
-        from earmark.models.registry import family
+        from earmark.contracts import family
 
         checkpoint = self.model.checkpoint or family(self.model.family).default_checkpoint
         return f"{self.model.family}:{checkpoint}"

@@ -18,15 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from earmark.schemas import TaskRequest, parse_tasks
+from earmark.contracts import TaskRequest, parse_tasks
 from earmark.serve.config import ServeLimits, UrlPolicy
-from earmark.serve.security import (
-    ApiError,
-    check_url,
-    fetch_http,
-    read_body_limited,
-    too_large,
-)
+from earmark.serve.security import ApiError, check_url, fetch_http, read_body_limited, too_large
 
 FORM_MAX_FIELDS = 16  # a request has a handful of fields; more is abuse
 FORM_MAX_FIELD_BYTES = 64 << 10  # a prompt or task list, not a payload
@@ -217,8 +211,8 @@ async def load_audio(src: AudioSource, limits: ServeLimits, policy: UrlPolicy) -
 
 def read_object(url: str, policy: UrlPolicy, limit: int) -> bytes:
     """Read an object-store URL (already policy-checked) with the operator's storage options."""
-    from earmark.io.storage import classify_os_error, get_fs
-    from earmark.schemas import ErrorKind, ErrorStage
+    from earmark.contracts import ErrorKind, ErrorStage
+    from earmark.storage import classify_os_error, get_fs
 
     try:
         fs, path = get_fs(url, policy.storage_options)

@@ -38,9 +38,10 @@ from typing import Any
 
 from ray import serve
 
-from earmark.annotator import Annotator, merge_windows
-from earmark.failures import FatalModelError, describe
-from earmark.models.base import ModelInputError, Window
+from earmark.annotate.annotator import Annotator
+from earmark.annotate.failures import FatalModelError, describe
+from earmark.audio.windows import Window
+from earmark.models.base import ModelInputError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def run_items(annotator: Annotator, items: list[Item]) -> list[dict[str, Any]]:
     """One result per request: {"fields": row fields} or {"error", "kind"}; never raises for
     a bad request (FatalModelError when the model failed). Requests with the same tasks share
     model calls."""
-    from earmark.schemas import TaskRequest
+    from earmark.contracts import TaskRequest
 
     results: list[dict[str, Any]] = [{} for _ in items]
     groups: dict[tuple, list[int]] = {}
@@ -70,27 +71,12 @@ def run_items(annotator: Annotator, items: list[Item]) -> list[dict[str, Any]]:
         groups.setdefault(key, []).append(i)
     for idx in groups.values():
         tasks = [TaskRequest(**t) for t in items[idx[0]][1]]
-        windows = [w for i in idx for w in items[i][0]]
-        owner = [i for i in idx for _ in items[i][0]]
-        texts, errors, _, elapsed = annotator.annotate_windows(windows, tasks)
-        total = sum(w.num_samples for w in windows) or 1
-        for i in idx:
-            mine = [k for k, o in enumerate(owner) if o == i]
-            bad = [errors[k] for k in mine if errors[k]]
-            if bad:
-                results[i] = {"error": bad[0], "kind": "model_error"}
-                continue
-            fields = merge_windows(
-                [windows[k] for k in mine], [texts[k] for k in mine], tasks, annotator.family
-            )
-            share = sum(windows[k].num_samples for k in mine) / total
-            fields.update(
-                infer_s=elapsed * share,
-                num_windows=len(mine),
-                model=annotator.model.name,
-                model_revision=annotator.spec.revision,
-            )
-            results[i] = {"fields": fields}
+        outcomes = annotator.annotate_files([items[i][0] for i in idx], tasks)
+        for i, o in zip(idx, outcomes, strict=True):
+            if o.error is not None:
+                results[i] = {"error": o.error, "kind": "model_error"}
+            else:
+                results[i] = {"fields": {**o.fields, "infer_s": o.infer_s}}
     return results
 
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from earmark.schemas import JobError
+from earmark.contracts import JobError
 from earmark.serve.config import APP_NAME, ServeSpec, check_serve_plan
 
 READY_TIMEOUT_S = 600.0  # model download/load on a cold machine can take minutes
@@ -93,7 +93,7 @@ def running_endpoint() -> HttpEndpoint | None:
 
 def connect(spec: ServeSpec, address: str | None) -> None:
     """Start the embedded Ray or connect to a cluster; refuse a plan it cannot place."""
-    from earmark.resources import init_ray
+    from earmark.compute.resources import init_ray
 
     check_serve_plan(spec, init_ray(address, spec.resources))
 

@@ -29,15 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from earmark.models.base import (
-    AudioModel,
-    BatchStats,
-    FamilyInfo,
-    ModelInputError,
-    ModelLoadError,
-    Window,
-)
-from earmark.schemas import TaskRequest
+from earmark.audio.windows import Window
+from earmark.contracts import FamilyInfo, TaskRequest
+from earmark.models.base import AudioModel, BatchStats, ModelInputError, ModelLoadError
 
 PLAN_NAME = "faults.json"
 CALLS_LOG = "calls.log"  # one line per model call: pid, windows, samples

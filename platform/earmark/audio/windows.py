@@ -1,0 +1,39 @@
+"""A model window: a stretch of one file's 16 kHz audio with its features already prepared.
+
+Windows are cut on CPU workers (`earmark.audio.segment`) and travel to the model; they belong
+to the audio, not to any model family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+SAMPLE_RATE = 16_000  # Hz: every family here consumes 16 kHz mono float32
+
+
+@dataclass
+class Window:
+    """One model window of one file, with features already prepared on the CPU side."""
+
+    audio_id: str
+    index: int  # position of the window in its file
+    start_s: float
+    end_s: float
+    num_samples: int  # real (unpadded) 16 kHz samples
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+
+class WindowPreparer(Protocol):
+    """What cutting a file into windows needs of a model family (an AudioModel class): the
+    longest window it takes (`info.window_s`) and its CPU-side feature preparation."""
+
+    info: Any
+
+    def prepare(self, samples: np.ndarray) -> dict[str, np.ndarray]: ...

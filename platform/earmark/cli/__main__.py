@@ -1,0 +1,5 @@
+"""`python -m earmark.cli`, as the console script `earmark`."""
+
+from earmark.cli.main import app
+
+app()

@@ -1,0 +1,77 @@
+"""`earmark eval` and `earmark report`: judge an annotation run (registered on the main app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)
+    app.command("report")(report_cmd)
+
+
+def eval_cmd(
+    output: Annotated[str, typer.Argument(help="Output folder of `earmark run`")],
+    references: Annotated[
+        str, typer.Option("--references", "-r", help="Manifest with uri/audio_id + text/labels/...")
+    ],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the result here")
+    ] = None,
+    fail_above: Annotated[
+        list[str] | None,
+        typer.Option("--fail-above", help="Threshold like wer=0.2 or map>=0.3 (repeatable)"),
+    ] = None,
+    language: Annotated[str, typer.Option(help="Language of rows without one")] = "en",
+    storage_option: Annotated[
+        list[str] | None, typer.Option("--storage-option", "-S", help="key=value")
+    ] = None,
+) -> None:
+    """Score an output against references: WER/CER per language, tag mAP and accuracy, caption
+    and answer similarity. Exits 1 when a --fail-above threshold is crossed."""
+    from earmark.contracts import JobError
+    from earmark.evaluation import check_thresholds, evaluate, print_result, write_json
+    from earmark.storage import parse_storage_options
+
+    try:
+        opts = parse_storage_options(storage_option)
+        result = evaluate(output, references, opts or None, default_language=language)
+        violations = check_thresholds(result, list(fail_above or []))
+    except (JobError, ValueError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    print_result(result)
+    if json_out:
+        write_json(result, str(json_out))
+    for v in violations:
+        console.print(f"[bold red]threshold crossed:[/] {v}")
+    if violations:
+        raise typer.Exit(1)
+
+
+def report_cmd(
+    output: Annotated[str, typer.Argument(help="Output folder of `earmark run` or `earmark scan`")],
+    html: Annotated[Path, typer.Option("--html", help="Where to write the report")] = Path(
+        "report.html"
+    ),
+    storage_option: Annotated[
+        list[str] | None, typer.Option("--storage-option", "-S", help="key=value")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report (plots, error breakdown, sample rows with players)."""
+    from earmark.contracts import JobError
+    from earmark.report import render_report
+    from earmark.storage import parse_storage_options
+
+    try:
+        path = render_report(output, html, parse_storage_options(storage_option) or None)
+    except (JobError, ValueError, OSError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"report written to {path}")

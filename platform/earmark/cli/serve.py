@@ -1,0 +1,246 @@
+"""CLI: the online endpoint (`earmark serve`, `earmark query`) and `earmark bench`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from earmark.cli.common import app, console, out
+from earmark.cli.common import fail as _fail
+
+# ---------------------------------------------------------------------------------------------
+# Online endpoint (Ray Serve): `earmark serve`, `earmark query`, `earmark bench serve`;
+# the work is in earmark.serve and earmark.bench
+# ---------------------------------------------------------------------------------------------
+
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+ServeConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="Serve spec or serve_app/*.yaml config")
+]
+ServeModelOpt = Annotated[
+    str | None, typer.Option("--model", help="FAMILY or FAMILY:CHECKPOINT (overrides config)")
+]
+
+
+def _serve_spec(config: Path | None, model: str | None, cpus: int | None):
+    """A ServeSpec from a config file and flag overrides; name the bad field on error."""
+    from pydantic import ValidationError
+
+    from earmark.contracts import ModelSpec
+    from earmark.serve.config import ServeSpec
+
+    try:
+        data = ServeSpec.from_yaml(config).model_dump() if config else {}
+        if model:
+            m = ModelSpec.parse(model)
+            data["model"] = {**data.get("model", {}), "family": m.family}
+            data["model"]["checkpoint"] = m.checkpoint
+        if cpus:
+            data.setdefault("resources", {})["cluster_cpus"] = cpus
+        return ServeSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+        ]
+        _fail("invalid serve spec:\n" + "\n".join(lines))
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+
+
+@app.command("serve")
+def serve_cmd(
+    model: ServeModelOpt = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on  [default: 127.0.0.1, or the running Serve's]"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="HTTP port  [default: 8000, or the running Serve's]")
+    ] = None,
+    config: ServeConfigOpt = None,
+    cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    replace: Annotated[
+        bool, typer.Option(help="Replace an app of the same name already on the cluster")
+    ] = False,
+) -> None:
+    """Serve the model over HTTP until Ctrl-C: POST /v1/annotate, the OpenAI-compatible
+    /v1/audio/transcriptions, GET /v1/models, /healthz. EARMARK_API_KEY, when set, is the
+    bearer token every route but /healthz requires. On a cluster (--address), Ctrl-C deletes
+    the app, and shuts Serve down only if this command started it and no other app runs."""
+    from earmark.contracts import JobError
+    from earmark.serve.run import run_until_stopped
+
+    spec = _serve_spec(config, model, cpus)
+
+    def ready(url: str) -> None:
+        console.print(f"earmark serving {spec.model_id} at {url} (Ctrl-C stops)")
+
+    try:
+        run_until_stopped(spec, host, port, address=address, replace=replace, on_ready=ready,
+                          log=console.print)  # fmt: skip
+    except JobError as exc:
+        _fail(str(exc), code=1)
+    console.print("stopped")
+
+
+@app.command()
+def query(
+    file: Annotated[str, typer.Argument(help="Audio file, or an s3://... / https://... URL")],
+    url: Annotated[
+        str, typer.Option(envvar="EARMARK_URL", help="Server URL")
+    ] = "http://127.0.0.1:8000",
+    tasks: Annotated[str | None, typer.Option(help='e.g. asr,caption,mood="What mood?"')] = None,
+) -> None:
+    """Annotate one file on a running server; print the output row as JSON. The token is read
+    from EARMARK_API_KEY."""
+    from earmark.serve.client import QueryError, annotate
+
+    try:
+        row = annotate(file, url, tasks=tasks)
+    except QueryError as exc:
+        _fail(str(exc), code=1)
+    out.print_json(json.dumps(row, default=str))
+
+
+@bench_app.command("serve")
+def bench_serve(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="FAMILY[:CHECKPOINT], or eureka-tiny (the offline stand-in, built in the work "
+            "dir); repeat for several. Default: whisper:tiny.en and eureka-tiny"
+        ),
+    ] = None,
+    config: ServeConfigOpt = None,
+    clients: Annotated[str, typer.Option(help="Concurrent client counts")] = "1,8,32",
+    rounds: Annotated[int, typer.Option(help="Requests per client at each level")] = 4,
+    min_requests: Annotated[int, typer.Option(help="Requests at least, per level")] = 16,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="@serve.batch size with batching on; off: 1  [default: 32]")
+    ] = None,
+    batch_wait_s: Annotated[
+        float | None, typer.Option(help="@serve.batch wait timeout, s (default: the spec's)")
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Generation limit per task; the stand-in always reaches it  [default: 128]"
+        ),
+    ] = None,
+    tasks: Annotated[str | None, typer.Option(help="Tasks per request (default: asr)")] = None,
+    pack_windows: Annotated[
+        bool | None,
+        typer.Option(
+            help="whisper: pack windows of different requests into shared inputs (Serve leaves "
+            "it off unless the config sets model.pack_windows)  [default: the config's]"
+        ),
+    ] = None,
+    clips: Annotated[Path, typer.Option(help="Folder with manifest.jsonl")] = Path("data/demo"),
+    cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
+    workdir: Annotated[str | None, typer.Option(help="Where to build the stand-in")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here")] = None,
+) -> None:
+    """Throughput and p50/p99 latency at 1, 8, 32 clients with @serve.batch on and off, per
+    model, side by side; the same deployment both ways (off: max_batch_size 1)."""
+    from earmark.bench.common import workspace
+    from earmark.bench.serve_bench import (
+        DEFAULT_MAX_BATCH_SIZE,
+        DEFAULT_MAX_NEW_TOKENS,
+        DEFAULT_MODELS,
+        bench_spec,
+        format_bench,
+        load_clips,
+        resolve_model,
+        results_json,
+        run_serve_bench,
+    )
+    from earmark.contracts import JobError
+
+    try:
+        levels = tuple(int(c) for c in clients.split(","))
+    except ValueError:
+        _fail(f"--clients must be comma-separated integers, got {clients!r}")
+    with workspace(workdir, "earmark-bench-serve-") as work:
+        specs = []
+        for name in model or DEFAULT_MODELS:
+            try:
+                resolved = resolve_model(name, work)
+            except (ValueError, OSError) as exc:
+                _fail(f"cannot build {name}: {exc}")
+            spec = _serve_spec(config, resolved, cpus)
+            if tasks:
+                spec = _serve_spec_with_tasks(spec, tasks)
+            specs.append(
+                bench_spec(
+                    spec,
+                    max_batch_size=max_batch_size or DEFAULT_MAX_BATCH_SIZE,
+                    batch_wait_timeout_s=batch_wait_s,
+                    max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+                    pack_windows=pack_windows,
+                )
+            )
+        try:
+            benches = run_serve_bench(
+                specs, load_clips(clips), concurrency=levels, rounds=rounds,
+                min_requests=min_requests, log=console.print,
+            )  # fmt: skip
+        except (JobError, ValueError, OSError) as exc:
+            _fail(str(exc), code=1)
+    for b in benches:
+        typer.echo("\n" + format_bench(b))
+    if json_out:
+        json_out.write_text(results_json(benches))
+
+
+def _serve_spec_with_tasks(spec, tasks: str):
+    """The spec with other default tasks; a task the model cannot do is refused by name."""
+    from pydantic import ValidationError
+
+    from earmark.serve.config import ServeSpec
+
+    try:
+        return ServeSpec.model_validate({**spec.model_dump(), "tasks": tasks})
+    except (ValidationError, ValueError) as exc:
+        _fail(f"--tasks {tasks!r}: {exc}")
+
+
+@bench_app.command("decode")
+def bench_decode_cmd(
+    hours: Annotated[float, typer.Option(help="Hours of mixed-format audio to generate")] = 1.0,
+    workdir: Annotated[str | None, typer.Option(help="Where to put the corpus")] = None,
+    scale_check: Annotated[bool, typer.Option(help="Also measure peak RSS at 10× size")] = True,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Timed runs of the probe loop and the 1× scan (fastest)")
+    ] = 2,
+) -> None:
+    """Plain decode loop vs `earmark scan` on local Ray, per core; peak RSS at 1× and 10×."""
+    from earmark.bench.decode_bench import bench_decode
+
+    bench_decode(hours, workdir, scale_check, repeats=repeats)
+
+
+@bench_app.command("model")
+def bench_model_cmd(
+    workdir: Annotated[str | None, typer.Option(help="Where to build tiny checkpoints")] = None,
+) -> None:
+    """Encode-once vs single-task passes, padding with and without bucketing, windows/s."""
+    from earmark.bench.model_bench import bench_model
+
+    bench_model(workdir)
+
+
+@bench_app.command("run")
+def bench_run_cmd(
+    minutes: Annotated[float, typer.Option(help="Minutes of audio in the corpus")] = 30.0,
+    workdir: Annotated[str | None, typer.Option(help="Where to put the corpus")] = None,
+    scale_check: Annotated[bool, typer.Option(help="Also measure peak memory at 10× size")] = True,
+) -> None:
+    """earmark run vs a naive Ray Data recipe vs a plain loop, audio-hours per wall-hour."""
+    from earmark.bench.run_bench import bench_run
+
+    bench_run(minutes, workdir, scale_check)

@@ -1,0 +1,1 @@
+"""Where rows go: the output folder (deterministic, atomic shards), resume and repair."""

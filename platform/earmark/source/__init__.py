@@ -1,0 +1,1 @@
+"""Where audio comes from: listing folders, prefixes and globs, and reading manifests."""
