@@ -13,7 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/audio_factory.py and fri
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from earmark.bench import corpus as _bench_corpus  # noqa: E402
 from paths import DEMO  # noqa: E402
+
+_bench_corpus.SPEECH_DIR = DEMO  # `earmark bench --speech`, whatever folder pytest runs in
 
 
 @pytest.fixture(scope="session")

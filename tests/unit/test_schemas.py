@@ -66,3 +66,38 @@ def test_rows_to_table_nulls_missing_columns():
     row = t.to_pylist()[0]
     assert row["transcript"] is None and row["tags"] is None and row["meta"] == [("k", "v")]
     assert isinstance(t.schema.field("created_at").type, pa.TimestampType)
+
+
+def test_a_family_option_reaches_the_backend_and_others_refuse_it():
+    import hashlib
+    import json
+
+    spec = JobSpec(source="/a", output="/o", model={"family": "whisper", "language": "de"})
+    assert spec.model.language == "de"
+    with pytest.raises(ValidationError, match="model family 'eureka' takes no 'language'"):
+        JobSpec(source="/a", output="/o", model={"family": "eureka", "language": "de"})
+    with pytest.raises(ValidationError, match="language"):
+        ModelSpec(family="whisper", language="German!")
+    # an option left unset does not move the job id of outputs made before it existed
+    plain = JobSpec(source="/a", output="/o", model={"family": "whisper"})
+    before = plain.model.model_dump()
+    before.pop("language")
+    key = json.dumps(["/a", "/o", before, ["asr"]], sort_keys=True)
+    assert plain.job_id == "em-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    assert spec.job_id != plain.job_id
+
+
+def test_the_language_option_is_passed_to_whisper(monkeypatch):
+    from earmark.models import registry
+
+    seen = {}
+
+    class Recorder:
+        info = registry.FAMILIES["whisper"]
+
+        def __init__(self, checkpoint, **kw):
+            seen.update(kw)
+
+    monkeypatch.setattr(registry, "model_class", lambda name: Recorder)
+    registry.load_model(ModelSpec(family="whisper", language="de"))
+    assert seen["language"] == "de" and seen["pack_windows"] is True

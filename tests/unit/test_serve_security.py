@@ -278,3 +278,14 @@ def test_serve_packs_whisper_windows_only_when_the_config_asks():
     from earmark.contracts import ModelSpec
 
     assert ModelSpec(family="whisper").pack_windows is True
+
+
+def test_a_serve_config_refuses_batch_job_resources_with_what_to_set_instead():
+    from pydantic import ValidationError
+
+    from earmark.serve.config import ServeSpec
+
+    with pytest.raises(ValidationError, match="resources.max_actors: use autoscaling.max_replicas"):
+        ServeSpec.model_validate({"resources": {"max_actors": 4}})
+    spec = ServeSpec.model_validate({"resources": {"annotator_num_cpus": 2}})
+    assert spec.resources.annotator_num_cpus == 2  # what a replica needs is welcome

@@ -25,10 +25,18 @@ DEMO_SR = 16_000  # Hz: demo clips are decoded to this before mixing
 SF_BLOCK = 1 << 15  # frames per libsndfile write
 
 
+SPEECH_DIR = Path("data/demo")  # speech clips the corpora mix; `earmark bench ... --speech DIR`
+
+
 def demo_dir() -> Path:
-    """The repo's bundled demo corpus (data/demo), else ./data/demo."""
-    here = Path(__file__).resolve().parents[3] / "data" / "demo"
-    return here if here.is_dir() else Path("data/demo")
+    """The speech clips benchmarks mix into their corpora: `--speech DIR`, by default the
+    bundled demo corpus of the checkout the bench runs in (./data/demo)."""
+    if not SPEECH_DIR.is_dir():
+        raise FileNotFoundError(
+            f"earmark bench needs a folder of speech clips to mix: {SPEECH_DIR} does not exist; "
+            "run it from the earmark checkout (data/demo) or pass --speech DIR"
+        )
+    return SPEECH_DIR
 
 
 def audio_files(folder: Path) -> list[Path]:

@@ -130,7 +130,7 @@ def encode_once(model: Any, windows: list[Any], repeats: int) -> dict[str, float
 
 
 def padding_table(durations: list[float], batch_sizes: tuple[int, ...]) -> list[dict[str, Any]]:
-    from earmark.annotate.annotator import bucket_windows, padding_of
+    from earmark.annotate.merge import bucket_windows, padding_of
     from earmark.audio.windows import Window
 
     ws = [Window(f"w{i}", 0, 0.0, d, int(d * SR)) for i, d in enumerate(durations)]
@@ -145,7 +145,7 @@ def padding_table(durations: list[float], batch_sizes: tuple[int, ...]) -> list[
 
 def measured_padding(model: Any, windows: list[Any], batch: int) -> dict[str, float]:
     """The model's own padded/real accounting and wall time, arrival order vs bucketed."""
-    from earmark.annotate.annotator import bucket_windows
+    from earmark.annotate.merge import bucket_windows
     from earmark.contracts import parse_tasks
     from earmark.models.base import BatchStats
 
@@ -169,7 +169,7 @@ def measured_padding(model: Any, windows: list[Any], batch: int) -> dict[str, fl
 
 def throughput(model: Any, windows: list[Any], batch_sizes: tuple[int, ...]) -> dict[int, float]:
     """Windows per second at each batch size, windows bucketed by length as the Annotator does."""
-    from earmark.annotate.annotator import bucket_windows
+    from earmark.annotate.merge import bucket_windows
     from earmark.contracts import parse_tasks
 
     tasks = parse_tasks("asr")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from earmark.cli.common import app, console, out
 from earmark.cli.common import fail as _fail
+from earmark.contracts.errors import validation_problems
 
 # ---------------------------------------------------------------------------------------------
 # Cluster jobs (Ray Jobs API): `earmark submit` and `earmark jobs ...`; the work is in cluster.py
@@ -67,8 +68,7 @@ def submit(
     try:
         js = cluster.load_spec(spec, output=out_)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        _fail(f"invalid job spec {spec}:\n" + "\n".join(lines))
+        _fail(f"invalid job spec {spec}:\n  " + "\n  ".join(validation_problems(exc.errors())))
     except (JobError, ValueError, OSError) as exc:
         _fail(str(exc))
     env_vars = _cluster(cluster.parse_env, env)

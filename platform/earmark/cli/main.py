@@ -13,6 +13,7 @@ from rich.table import Table
 from earmark import __version__
 from earmark.cli.common import app, console, out
 from earmark.cli.common import fail as _fail
+from earmark.contracts.errors import validation_problems
 
 models_app = typer.Typer(help="Model families earmark can run.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Contract snapshots (JSON Schema, Arrow).", no_args_is_help=True)
@@ -22,6 +23,9 @@ SourceArg = Annotated[
     str, typer.Argument(help="Folder, bucket prefix, glob, or .parquet/.jsonl/.csv manifest")
 ]
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder (local or s3://...)")]
+LanguageOpt = Annotated[
+    str | None, typer.Option(help="whisper: the audio's language, e.g. de (default: detected)")
+]
 StorageOpt = Annotated[
     list[str] | None,
     typer.Option("--storage-option", "-S", help="fsspec storage option key=value (repeatable)"),
@@ -37,6 +41,7 @@ def _spec(**kw):
     spec_path = kw.pop("spec", None)
     model = kw.pop("model", None)
     batch_size = kw.pop("batch_size", None)
+    language = kw.pop("language", None)
     data = {k: v for k, v in kw.items() if v is not None}
     try:
         base = {}
@@ -58,16 +63,15 @@ def _spec(**kw):
             }
         if batch_size is not None:  # validated with the rest, so 0 or -5 is named, not ignored
             base["model"] = {**_mapping(base, "model", spec_path), "batch_size": batch_size}
+        if language is not None:
+            base["model"] = {**_mapping(base, "model", spec_path), "language": language}
         resources = data.pop("resources", None)
         if resources:
             base["resources"] = {**_mapping(base, "resources", spec_path), **resources}
         base.update(data)
         return JobSpec.model_validate(base)
     except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
-        ]
-        _fail("invalid job spec:\n" + "\n".join(lines))
+        _fail("invalid job spec:\n  " + "\n  ".join(validation_problems(exc.errors())))
     except (ValueError, OSError) as exc:
         _fail(str(exc))
 
@@ -171,6 +175,7 @@ def run(
     spec: Annotated[Path | None, typer.Option(help="YAML job spec (flags override it)")] = None,
     storage_option: StorageOpt = None,
     batch_size: Annotated[int | None, typer.Option(help="Windows per model call")] = None,
+    language: LanguageOpt = None,
     cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
     retry_errors: Annotated[
@@ -194,6 +199,7 @@ def run(
         tasks=tasks,
         model=model,
         batch_size=batch_size,
+        language=language,
         storage_options=_storage(storage_option) or None,
         resources={"cluster_cpus": cpus} if cpus else None,
     )
@@ -209,6 +215,7 @@ def annotate(
     max_new_tokens: Annotated[
         int | None, typer.Option(help="Generation limit per task (the model's default if unset)")
     ] = None,
+    language: LanguageOpt = None,
 ) -> None:
     """Annotate a few local files right here, without Ray."""
     from earmark.annotate.local import annotate_files
@@ -216,6 +223,7 @@ def annotate(
 
     try:
         extra = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+        extra |= {"language": language} if language else {}
         spec = ModelSpec.parse(model, **extra)
         task_list = parse_tasks(tasks)
         rows = annotate_files([str(f) for f in files], spec, task_list)

@@ -10,6 +10,7 @@ import typer
 
 from earmark.cli.common import app, console, out
 from earmark.cli.common import fail as _fail
+from earmark.contracts.errors import validation_problems
 
 # ---------------------------------------------------------------------------------------------
 # Online endpoint (Ray Serve): `earmark serve`, `earmark query`, `earmark bench serve`;
@@ -18,6 +19,20 @@ from earmark.cli.common import fail as _fail
 
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback()
+def bench_options(
+    speech: Annotated[
+        Path, typer.Option(help="Folder of speech clips the benchmark corpora mix")
+    ] = Path("data/demo"),
+) -> None:
+    """Benchmarks that print figures, measured side by side in one run."""
+    from earmark.bench import corpus
+
+    corpus.SPEECH_DIR = speech  # checked where a benchmark first reads it
+
+
 ServeConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="Serve spec or serve_app/*.yaml config")
 ]
@@ -43,10 +58,7 @@ def _serve_spec(config: Path | None, model: str | None, cpus: int | None):
             data.setdefault("resources", {})["cluster_cpus"] = cpus
         return ServeSpec.model_validate(data)
     except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
-        ]
-        _fail("invalid serve spec:\n" + "\n".join(lines))
+        _fail("invalid serve spec:\n  " + "\n  ".join(validation_problems(exc.errors())))
     except (ValueError, OSError) as exc:
         _fail(str(exc))
 

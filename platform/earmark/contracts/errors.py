@@ -4,6 +4,7 @@ a `JobError` stops a whole job with a message naming the cause and the fix."""
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorStage(StrEnum):
@@ -55,3 +56,9 @@ class JobError(Exception):
 
     The message names the cause and the fix; the CLI prints it without a traceback.
     """
+
+
+def validation_problems(errors: list[dict[str, Any]], where: str = "spec") -> list[str]:
+    """`field.path: message` per pydantic error (`exc.errors()`): what a user must fix, named
+    by the path they wrote. `where` names an error about the whole document."""
+    return [f"{'.'.join(str(p) for p in e['loc']) or where}: {e['msg']}" for e in errors]

@@ -23,6 +23,7 @@ class FamilyInfo:
     module: str  # import path of the backend module (imported lazily)
     cls: str  # backend class name in that module
     description: str = ""
+    options: tuple[str, ...] = ()  # family options of ModelSpec it takes (e.g. "language")
 
 
 FAMILIES: dict[str, FamilyInfo] = {
@@ -64,6 +65,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         tasks=("asr",),
         module="earmark.models.whisper",
         cls="WhisperModel",
+        options=("language",),
         description="Whisper on CTranslate2 via faster-whisper (ASR only)",
     ),
 }

@@ -41,6 +41,15 @@ class ModelSpec(BaseModel):
         description="whisper: lay short windows of one call end to end in shared 30 s encoder "
         "inputs (fewer encoder passes; see models/whisper_pack.py); other families ignore it",
     )
+    language: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=8,
+        pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$",
+        description="whisper: transcribe in this language (a code such as 'de'), which also "
+        "lets a multilingual checkpoint pack windows; unset: English-only checkpoints use "
+        "English, multilingual ones detect it per window. Families that cannot take it refuse it",
+    )
 
     @classmethod
     def parse(cls, text: str, **kw: Any) -> ModelSpec:
@@ -53,6 +62,26 @@ class ModelSpec(BaseModel):
     def _known_family(cls, v: str) -> str:
         family(v)  # a known family, or the import path of an AudioModel subclass
         return v
+
+    @model_validator(mode="after")
+    def _options_fit_family(self) -> ModelSpec:
+        info = family(self.family)
+        for name in FAMILY_OPTIONS:
+            if getattr(self, name) is not None and name not in info.options:
+                raise ValueError(
+                    f"model family {info.name!r} takes no {name!r} option (it takes: "
+                    f"{', '.join(info.options) or 'none'})"
+                )
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """What names this model in a job id: family options left unset are left out, so
+        adding an option never changes the id of an existing output."""
+        dump = self.model_dump()
+        return {k: v for k, v in dump.items() if not (k in FAMILY_OPTIONS and v is None)}
+
+
+FAMILY_OPTIONS = ("language",)  # options only some families take; None means unset
 
 
 class ResourceSpec(BaseModel):
@@ -188,7 +217,7 @@ class JobSpec(BaseModel):
     def _derive_job_id(self) -> JobSpec:
         if self.job_id is None:
             key = json.dumps(
-                [self.source, self.output, self.model.model_dump(), [t.name for t in self.tasks]],
+                [self.source, self.output, self.model.identity(), [t.name for t in self.tasks]],
                 sort_keys=True,
             )
             self.job_id = "em-" + hashlib.sha256(key.encode()).hexdigest()[:12]

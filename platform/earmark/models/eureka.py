@@ -56,21 +56,11 @@ class EurekaModel(RemoteCodeModel):
         self,
         checkpoint: str | None = None,
         *,
-        device: str = "auto",
-        dtype: str = "auto",
-        revision: str | None = None,
-        max_new_tokens: int = 256,
         batched: bool = True,
+        **load: Any,
     ) -> None:
         self.prefill_stats = BatchStats()  # prompt tokens: real vs padded, per generate call
-        super().__init__(
-            checkpoint,
-            device=device,
-            dtype=dtype,
-            revision=revision,
-            max_new_tokens=max_new_tokens,
-            fast=batched,
-        )
+        super().__init__(checkpoint, fast=batched, **load)
 
     # -- loading helpers --------------------------------------------------------------------
     def _check_checkpoint(self, local: bool) -> None:

@@ -50,20 +50,10 @@ class MiDashengLMModel(RemoteCodeModel):
         self,
         checkpoint: str | None = None,
         *,
-        device: str = "auto",
-        dtype: str = "auto",
-        revision: str | None = None,
-        max_new_tokens: int = 256,
         encode_once: bool = True,
+        **load: Any,
     ) -> None:
-        super().__init__(
-            checkpoint,
-            device=device,
-            dtype=dtype,
-            revision=revision,
-            max_new_tokens=max_new_tokens,
-            fast=encode_once,
-        )
+        super().__init__(checkpoint, fast=encode_once, **load)
 
     def _check_checkpoint(self, local: bool) -> None:
         tok = self.tokenizer

@@ -151,19 +151,14 @@ class MossModel(AudioModel):
         self,
         checkpoint: str | None = None,
         *,
-        device: str = "auto",
-        dtype: str = "auto",
-        revision: str | None = None,
-        max_new_tokens: int = 256,
         time_markers: bool | None = None,
         max_batch_rows: int = MAX_BATCH_ROWS,
+        **load: Any,
     ) -> None:
-        super().__init__(
-            checkpoint, device=device, dtype=dtype, revision=revision, max_new_tokens=max_new_tokens
-        )
+        super().__init__(checkpoint, **load)  # device, dtype, revision, max_new_tokens
         from earmark.models import moss_ckpt
 
-        self.path = moss_ckpt.local_dir(self.checkpoint, revision)
+        self.path = moss_ckpt.local_dir(self.checkpoint, self.revision)
         raw = moss_ckpt.check_files(self.path)
         self.model, self.tokenizer, self.ids = moss_ckpt.load(
             self.path,

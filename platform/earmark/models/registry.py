@@ -22,10 +22,16 @@ def model_class(name: str) -> type[AudioModel]:
     return getattr(importlib.import_module(module), cls)
 
 
+def model_class_options(cls: type[AudioModel]) -> tuple[str, ...]:
+    """The family options (ModelSpec fields) this backend's constructor takes."""
+    return tuple(getattr(cls.info, "options", ()))
+
+
 def load_model(spec: ModelSpec) -> AudioModel:
     """Load the backend a ModelSpec names (weights are read here, once)."""
     cls = model_class(spec.family)
     extra = {"pack_windows": spec.pack_windows} if spec.family == "whisper" else {}
+    extra |= {k: getattr(spec, k) for k in model_class_options(cls)}
     return cls(
         spec.checkpoint,
         device=spec.device,

@@ -44,19 +44,14 @@ class RemoteCodeModel(AudioModel):
         self,
         checkpoint: str | None = None,
         *,
-        device: str = "auto",
-        dtype: str = "auto",
-        revision: str | None = None,
-        max_new_tokens: int = 256,
         fast: bool = True,
+        **load: Any,
     ) -> None:
-        super().__init__(
-            checkpoint, device=device, dtype=dtype, revision=revision, max_new_tokens=max_new_tokens
-        )
+        super().__init__(checkpoint, **load)  # device, dtype, revision, max_new_tokens
         family = self.info.name
-        local, self.checkpoint = H.validate_checkpoint(self.checkpoint, family, revision)
-        tok = self.tokenizer = H.load_tokenizer(self.checkpoint, family, revision, local)
-        self.chat_template = H.load_chat_template(tok, self.checkpoint, revision, local)
+        local, self.checkpoint = H.validate_checkpoint(self.checkpoint, family, self.revision)
+        tok = self.tokenizer = H.load_tokenizer(self.checkpoint, family, self.revision, local)
+        self.chat_template = H.load_chat_template(tok, self.checkpoint, self.revision, local)
         self.eos_ids = [H.token_id(tok, self.stop_tokens[0], self.checkpoint)]
         for extra in self.stop_tokens[1:]:
             if tok.convert_tokens_to_ids(extra) not in (None, tok.unk_token_id):
@@ -67,7 +62,7 @@ class RemoteCodeModel(AudioModel):
             family,
             device=self.device,
             dtype=self.dtype_name,
-            revision=revision,
+            revision=self.revision,
             local=local,
         )
         self.fast = fast

@@ -104,27 +104,22 @@ class WhisperModel(AudioModel):
         self,
         checkpoint: str | None = None,
         *,
-        device: str = "auto",
-        dtype: str = "auto",
-        revision: str | None = None,
-        max_new_tokens: int = 256,
         beam_size: int = DEFAULT_BEAM_SIZE,
         batch_mode: BatchMode = "batched",
         batch_size: int = DEFAULT_BATCH_SIZE,
         language: str | None = None,
         cpu_threads: int | None = None,
         pack_windows: bool = True,
+        **load: Any,
     ) -> None:
-        super().__init__(
-            checkpoint, device=device, dtype=dtype, revision=revision, max_new_tokens=max_new_tokens
-        )
+        super().__init__(checkpoint, **load)  # device, dtype, revision, max_new_tokens
         if batch_mode not in ("batched", "sequential"):
             raise ValueError(f"batch_mode must be 'batched' or 'sequential', got {batch_mode!r}")
         self.beam_size = beam_size
         self.batch_mode: BatchMode = batch_mode
         self.batch_size = batch_size
         # CPU: int8 weights (the bundled model is stored int8); CUDA: half precision
-        if dtype == "auto":
+        if load.get("dtype", "auto") == "auto":
             self.compute_type = "int8" if self.device == "cpu" else "float16"
         else:
             self.compute_type = self.dtype_name
@@ -139,7 +134,7 @@ class WhisperModel(AudioModel):
                 device=self.device,
                 compute_type=self.compute_type,
                 cpu_threads=self.cpu_threads if self.device == "cpu" else 0,
-                revision=revision,
+                revision=self.revision,
                 local_files_only=hub_offline(),
             )
         except Exception as e:  # CT2 raises RuntimeError/ValueError, the hub its own errors

@@ -34,6 +34,7 @@ from starlette.requests import ClientDisconnect
 from earmark import __version__
 from earmark.annotate.decoded import probe_fields
 from earmark.contracts import EarmarkError, ErrorKind, OutputRow, TaskRequest
+from earmark.contracts.errors import validation_problems
 from earmark.serve.config import ServeSpec
 from earmark.serve.formats import RESPONSE_FORMATS, to_srt, to_verbose_json, to_vtt, usage
 from earmark.serve.inputs import (
@@ -86,7 +87,7 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    msg = "; ".join(validation_problems(list(exc.errors()), "request"))
     return JSONResponse(ApiError(422, msg or "invalid request").body(), status_code=422)
 
 

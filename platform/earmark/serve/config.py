@@ -140,6 +140,16 @@ class IngressSpec(BaseModel):
     max_ongoing_requests: int = Field(default=256, ge=1, description="Requests per replica")
 
 
+# ResourceSpec fields that plan a batch job, and what a Serve config sets instead.
+BATCH_ONLY_RESOURCES = {
+    "min_actors": "use autoscaling.min_replicas",
+    "max_actors": "use autoscaling.max_replicas",
+    "files_per_batch": "use batching.max_batch_size",
+    "decode_num_cpus": "decoding runs in the ingress (ingress.num_cpus)",
+    "node_loss_grace_s": "Serve replaces replicas of lost nodes itself",
+}
+
+
 class ServeSpec(BaseModel):
     """Everything `earmark serve` and `serve deploy` need to run the endpoint."""
 
@@ -174,6 +184,19 @@ class ServeSpec(BaseModel):
     @classmethod
     def _parse_tasks(cls, v: Any) -> Any:
         return parse_tasks(v) if isinstance(v, str | list) else v
+
+    @model_validator(mode="after")
+    def _no_batch_job_resources(self) -> ServeSpec:
+        # a replica is one Annotator: the batch plan's fields would be accepted and ignored
+        # (max_actors: 4 still gave one replica), so they are refused with what to set instead
+        defaults = ResourceSpec()
+        batch_only = sorted(
+            k for k in BATCH_ONLY_RESOURCES if getattr(self.resources, k) != getattr(defaults, k)
+        )
+        if batch_only:
+            fixes = "; ".join(f"resources.{k}: {BATCH_ONLY_RESOURCES[k]}" for k in batch_only)
+            raise ValueError(f"batch-job settings have no effect on a Serve deployment: {fixes}")
+        return self
 
     @model_validator(mode="after")
     def _no_cross_request_packing_by_default(self) -> ServeSpec:

@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from earmark.contracts import TaskRequest, parse_tasks
+from earmark.contracts.errors import validation_problems
 from earmark.serve.config import ServeLimits, UrlPolicy
 from earmark.serve.security import ApiError, check_url, fetch_http, read_body_limited, too_large
 
@@ -241,7 +242,5 @@ def _safe_name(name: str) -> str:
 
 def _one_line(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
+        return "; ".join(validation_problems(exc.errors(), "body"))
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
