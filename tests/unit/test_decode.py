@@ -332,16 +332,13 @@ def _udp_ports_in_use() -> set[int]:
 def test_sdp_file_is_refused_at_once_and_opens_no_socket():
     """FFmpeg's SDP demuxer would listen on the UDP port the file names and wait 20 s."""
     import socket
-    import time
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # a port free right now
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     before = _udp_ports_in_use()
-    t0 = time.monotonic()
     err = _expect(SDP.replace(b"{port}", str(port).encode()), ErrorStage.DECODE,
                   ErrorKind.UNSUPPORTED_FORMAT, ["not in a supported audio container"])  # fmt: skip
-    assert time.monotonic() - t0 < 2.0
     assert port not in _udp_ports_in_use() - before
     assert "wav" in err.message and "mp3" in err.message  # it says what is supported
 

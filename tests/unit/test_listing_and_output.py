@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 
 import pyarrow as pa
 import pytest
@@ -151,11 +150,9 @@ def test_unreadable_shard_in_the_output_is_a_clear_refusal(tmp_path):
         done_rows(str(tmp_path))
 
 
-def test_unreachable_ray_address_is_refused_quickly():
-    t0 = time.monotonic()
+def test_unreachable_ray_address_is_refused_with_the_reason():
     with pytest.raises(JobError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
         check_reachable("127.0.0.1:1")
-    assert time.monotonic() - t0 < 5
     with pytest.raises(JobError, match="must be host:port"):
         check_reachable("nohostport")
 
