@@ -15,7 +15,13 @@ from typer.testing import CliRunner
 from earmark.cli import app
 from earmark.compute.resources import check_reachable
 from earmark.contracts import OUTPUT_SCHEMA, JobError
-from earmark.sink.shards import claim_output, done_rows, repair_duplicates, write_shard
+from earmark.sink.shards import (
+    claim_output,
+    read_output,
+    repair_duplicates,
+    resume_state,
+    write_shard,
+)
 from earmark.source.listing import list_named, list_source
 from earmark.storage import parse_storage_options
 from paths import DEMO
@@ -115,7 +121,7 @@ def test_repair_drops_duplicates_and_superseded_rows_and_counts_the_rest(tmp_pat
     write_shard(_ids_table(["c", "d"]), str(tmp_path))  # "c" twice
     got = repair_duplicates(str(tmp_path), superseded={"b"})
     assert (got.duplicates, got.superseded, got.rows, got.ok) == (1, 1, 3, 3)
-    assert sorted(done_rows(str(tmp_path))) == ["a", "c", "d"]
+    assert sorted(resume_state(str(tmp_path)).done) == ["a", "c", "d"]
     again = repair_duplicates(str(tmp_path))
     assert (again.duplicates, again.superseded, again.rows) == (0, 0, 3)
 
@@ -132,7 +138,7 @@ def test_repair_that_crashes_while_rewriting_loses_no_row(tmp_path, monkeypatch)
     monkeypatch.setattr(sink, "write_shard", crash)
     with pytest.raises(OSError):
         repair_duplicates(str(tmp_path), superseded={"b"})
-    assert sorted(done_rows(str(tmp_path))) == ["a", "b"]
+    assert sorted(resume_state(str(tmp_path)).done) == ["a", "b"]
 
 
 def test_rewritten_shard_that_lands_on_an_existing_name_is_kept(tmp_path):
@@ -141,13 +147,13 @@ def test_rewritten_shard_that_lands_on_an_existing_name_is_kept(tmp_path):
     write_shard(_ids_table(["x", "y"]), str(tmp_path))
     write_shard(_ids_table(["x", "y", "s"]), str(tmp_path))
     got = repair_duplicates(str(tmp_path), superseded={"s"})
-    assert sorted(done_rows(str(tmp_path))) == ["x", "y"] and got.rows == 2
+    assert sorted(resume_state(str(tmp_path)).done) == ["x", "y"] and got.rows == 2
 
 
 def test_unreadable_shard_in_the_output_is_a_clear_refusal(tmp_path):
     (tmp_path / "part-bad.parquet").write_text("not parquet")
     with pytest.raises(JobError, match="cannot read as one of its shards"):
-        done_rows(str(tmp_path))
+        resume_state(str(tmp_path))
 
 
 def test_unreachable_ray_address_is_refused_with_the_reason():
@@ -186,3 +192,36 @@ def test_run_flags_and_specs_fail_with_a_message_not_a_traceback(tmp_path, args,
     assert words in " ".join(res.output.split()), res.output
     assert "Traceback" not in res.output and not isinstance(res.exception, TypeError)
     assert not os.path.exists(tmp_path / "out")  # refused before anything was made
+
+
+def _rows(rows: list[tuple[str, str, str | None, int]]) -> pa.Table:
+    """(audio_id, status, error_kind, minute of created_at) rows of the output schema."""
+    import datetime as dt
+
+    t = _ids_table([r[0] for r in rows])
+    t = t.set_column(t.schema.get_field_index("status"), "status", pa.array([r[1] for r in rows]))
+    t = t.set_column(
+        t.schema.get_field_index("error_kind"), "error_kind", pa.array([r[2] for r in rows])
+    )
+    at = [dt.datetime(2026, 12, 1, 0, r[3], tzinfo=dt.UTC) for r in rows]
+    i = t.schema.get_field_index("created_at")
+    return t.set_column(i, t.schema.field(i), pa.array(at, t.schema.field(i).type))
+
+
+def test_resume_picks_error_rows_to_retry_and_the_older_rows_of_a_duplicate(tmp_path):
+    import datetime as dt
+
+    out = str(tmp_path)
+    write_shard(_rows([("a", "ok", None, 1), ("b", "error", "model_crash", 1)]), out)
+    write_shard(_rows([("c", "error", "not_found", 2), ("d", "error", "model_crash", 3)]), out)
+    # a run stopped after writing d's new row, before removing the old error row
+    write_shard(_rows([("d", "ok", None, 9)]), out)
+    state = resume_state(out, retry_kinds=frozenset({"model_crash"}))
+    assert sorted(state.done) == ["a", "b", "c", "d"]
+    assert set(state.retry) == {"b"}  # d's newest row is ok; c is another kind
+    assert state.stale == {"d": dt.datetime(2026, 12, 1, 0, 3, tzinfo=dt.UTC)}
+    assert set(resume_state(out, retry_kinds=frozenset()).retry) == {"b", "c"}
+    assert resume_state(out).retry == {}  # a plain rerun retries nothing
+    got = repair_duplicates(out, replaced=state.stale)
+    rows = {r["audio_id"]: r["status"] for r in read_output(out).to_pylist()}
+    assert rows == {"a": "ok", "b": "error", "c": "error", "d": "ok"} and got.superseded == 1

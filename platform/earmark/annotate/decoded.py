@@ -66,8 +66,9 @@ class DecodeStage:
 
             self.model_cls = model_class(family)  # class only: prepare() needs no weights
 
-    def decode_one(self, rec: dict[str, Any]) -> dict[str, Any]:
-        row: dict[str, Any] = {
+    def _base_row(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """The fields every row of a listed file has, whatever happens to it."""
+        return {
             "audio_id": rec["audio_id"],
             "uri": rec["uri"],
             "size_bytes": rec.get("size_bytes"),
@@ -76,6 +77,9 @@ class DecodeStage:
             "earmark_version": __version__,
             "status": "ok",
         }
+
+    def decode_one(self, rec: dict[str, Any]) -> dict[str, Any]:
+        row = self._base_row(rec)
         if rec.get("list_error"):
             le = rec["list_error"]
             row.update(status="error", error_stage=str(ErrorStage.LIST), error_kind=le["kind"])
@@ -144,8 +148,7 @@ class DecodeStage:
             yield row
 
     def _crash_row(self, rec: dict[str, Any], why: str) -> dict[str, Any]:
-        row = {k: rec.get(k) for k in ("audio_id", "uri", "size_bytes", "meta")}
-        row.update(job_id=self.job_id, earmark_version=__version__)
+        row = self._base_row(rec)
         row.update(error_fields(EarmarkError(ErrorStage.DECODE, ErrorKind.DECODER_CRASH, why)))
         return row
 

@@ -102,7 +102,6 @@ class AttemptLedger:
     successes: int = 0  # files annotated in this job
     fatal: int = 0  # fatal failures in this job, crashed processes included
     consecutive: int = 0  # fatal failures since the last file annotated
-    last_error: str = ""
     stopped: str = ""  # why the job stops; empty while it runs
     quarantined: int = 0
     starts: dict[str, int] = field(default_factory=dict)  # Annotator starts per actor id
@@ -167,7 +166,6 @@ class AttemptLedger:
                 st.last_error, st.open_token = error, None
         self.fatal += 1
         self.consecutive += 1
-        self.last_error = error
         if self.stopped:
             return
         if self.consecutive >= self.spec.max_consecutive_fatal:
@@ -188,8 +186,6 @@ class AttemptLedger:
         return {
             "fatal_failures": self.fatal,
             "files_quarantined": self.quarantined,
-            "annotator_starts": sum(self.starts.values()),
             "annotator_restarts": sum(n - 1 for n in self.starts.values()),
             "stopped": self.stopped,
-            "last_error": self.last_error,
         }

@@ -114,7 +114,7 @@ class JobSummary(BaseModel):
         if self.fatal_failures:
             rows.append(
                 (
-                    "fatal model failures",
+                    "fatal failures",
                     f"{self.fatal_failures} ({self.annotator_restarts} Annotator restarts, "
                     f"{self.files_quarantined} files quarantined)",
                 )

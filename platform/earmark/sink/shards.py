@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from earmark.contracts import OUTPUT_SCHEMA, JobError
@@ -98,11 +99,6 @@ def read_output(
     return pa.concat_tables(tables)
 
 
-def done_rows(output: str, storage_options: dict[str, Any] | None = None) -> dict[str, str]:
-    """audio_id → uri of the rows already in the output: a rerun skips those audio_ids."""
-    return resume_state(output, storage_options).done
-
-
 @dataclass
 class ResumeState:
     done: dict[str, str]  # audio_id → uri of every row in the output
@@ -118,33 +114,48 @@ def resume_state(
     """What the output holds, in one read: the rows a rerun skips, (with `retry_kinds`; empty
     means every kind) the error rows it annotates again instead, and the older rows of any
     audio_id held twice (a run stopped between writing a retried row and removing the old
-    one): the repair pass keeps the newest."""
-    cols = ["audio_id", "uri", "status", "error_kind", "created_at"]
+    one): the repair pass keeps the newest. Only the rare duplicates are looked at row by row;
+    the driver holds one dict entry per row, as before."""
     try:
-        t = read_output(output, storage_options, cols)
+        t = read_output(output, storage_options, RESUME_COLUMNS)
     except (pa.ArrowInvalid, OSError) as exc:
         raise JobError(
             f"the output {output} holds a file earmark cannot read as one of its shards "
             f"({_first_line(exc)}); move it away or choose another output"
         ) from None
-    done: dict[str, str] = {}
-    newest: dict[str, tuple[Any, str, str]] = {}  # audio_id → (created_at, status, kind)
+    ids = t.column("audio_id")
+    done = dict(zip(ids.to_pylist(), t.column("uri").to_pylist(), strict=True))
     stale: dict[str, Any] = {}
-    for a, uri, st, kind, created in zip(*(t.column(c).to_pylist() for c in cols), strict=True):
-        row = (created, st, kind)
-        if a in done:  # rare: keep the newest; remember the newest of the older ones
-            old, row = sorted([newest[a], row], key=lambda r: _time_key(r[0]))
-            if _time_key(old[0]) < _time_key(row[0]):  # equal times: the duplicate rule
-                stale[a] = max(stale.get(a), old[0], key=_time_key)
-        done[a], newest[a] = uri, row
+    older: set[tuple[str, Any]] = set()  # (audio_id, created_at) of rows that are not newest
+    if len(done) < t.num_rows:
+        counts = t.group_by("audio_id").aggregate([("audio_id", "count")])
+        twice = counts.filter(pc.greater(counts["audio_id_count"], 1))["audio_id"]
+        times: dict[str, list[Any]] = {}
+        dup_rows = t.filter(pc.is_in(ids, twice))
+        for a, c in zip(*_columns(dup_rows, "audio_id", "created_at"), strict=True):
+            times.setdefault(a, []).append(c)
+        for a, ts in times.items():
+            newest = max(ts, key=_time_key)
+            before = [c for c in ts if _time_key(c) < _time_key(newest)]
+            if before:  # equal times: the plain duplicate rule of repair_duplicates
+                stale[a] = max(before, key=_time_key)
+            older |= {(a, c) for c in before}
     retry: dict[str, Any] = {}
     if retry_kinds is not None:
-        retry = {
-            a: created
-            for a, (created, st, kind) in newest.items()
-            if st == "error" and (not retry_kinds or kind in retry_kinds)
-        }
+        errors = t.filter(pc.equal(t["status"], "error"))
+        if retry_kinds:
+            errors = errors.filter(pc.is_in(errors["error_kind"], pa.array(sorted(retry_kinds))))
+        for a, c in zip(*_columns(errors, "audio_id", "created_at"), strict=True):
+            if (a, c) not in older:  # the file's newest row is the error
+                retry[a] = c
     return ResumeState(done, retry, stale)
+
+
+RESUME_COLUMNS = ["audio_id", "uri", "status", "error_kind", "created_at"]
+
+
+def _columns(t: pa.Table, *names: str) -> list[list[Any]]:
+    return [t.column(n).to_pylist() for n in names]
 
 
 def _time_key(t: Any) -> tuple[int, Any]:
