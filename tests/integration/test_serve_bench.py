@@ -9,15 +9,9 @@ from __future__ import annotations
 
 import json
 
-from earmark.bench.serve_bench import (
-    TINY_EUREKA,
-    bench_spec,
-    format_bench,
-    load_clips,
-    resolve_model,
-    results_json,
-    run_serve_bench,
-)
+from earmark.bench.serve_bench import run_serve_bench
+from earmark.bench.serve_bench_results import format_bench, results_json
+from earmark.bench.serve_bench_setup import TINY_EUREKA, bench_spec, load_clips, resolve_model
 from earmark.contracts import ModelSpec
 from earmark.serve.config import ServeSpec
 from paths import DEMO

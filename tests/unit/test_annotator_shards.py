@@ -17,7 +17,7 @@ from earmark.annotate.annotator import Annotator
 from earmark.annotate.decoded import to_work_table
 from earmark.audio.windows import SAMPLE_RATE, Window
 from earmark.contracts import FAMILIES
-from earmark.sink.shards import SUMMARY_COLUMNS, read_output, shard_name
+from earmark.sink.shards import SUMMARY_COLUMNS, ids_digest, read_output
 
 
 class FakeModel:
@@ -69,10 +69,12 @@ def test_writes_one_shard_per_block_and_returns_summary_columns(tmp_path, fake_m
     ann = Annotator({"family": "whisper"}, [{"name": "asr"}], str(out), None)
     rows = decoded_rows(5, broken=1, empty=3)
     summary = ann(to_work_table(rows))
-    assert summary.column_names == SUMMARY_COLUMNS
+    assert summary.column_names == [*SUMMARY_COLUMNS, "_staged", "_staged_bytes"]
     assert summary.num_rows == 5
-    shards = list(out.glob("part-*.parquet"))
-    assert [s.name for s in shards] == [shard_name([r["audio_id"] for r in rows])]
+    shards = list((out / "_staging").glob("*.staged"))  # staged, to be folded into a part
+    assert [s.name for s in shards] == [ids_digest([r["audio_id"] for r in rows]) + ".staged"]
+    assert set(summary.column("_staged").to_pylist()) == {str(shards[0])}
+    assert set(summary.column("_staged_bytes").to_pylist()) == {shards[0].stat().st_size}
     written = {r["audio_id"]: r for r in pq.read_table(shards[0]).to_pylist()}
     assert written["id00"]["transcript"] == "text of id00/0" and written["id00"]["model"]
     assert written["id00"]["created_at"] is not None
@@ -89,9 +91,9 @@ def test_a_retried_block_overwrites_its_shard(tmp_path, fake_model):
     block = to_work_table(decoded_rows(4))
     ann(block)
     Annotator({"family": "whisper"}, [{"name": "asr"}], str(out), None)(block)  # the retry
-    assert len(list(out.glob("part-*"))) == 1
-    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
-    ids = read_output(str(out), columns=["audio_id"]).column("audio_id").to_pylist()
+    assert len(list((out / "_staging").iterdir())) == 1
+    assert not [p for p in out.rglob(".tmp-*")]
+    ids = read_output(str(out), columns=["audio_id"], staged=True).column("audio_id").to_pylist()
     assert sorted(ids) == ["id00", "id01", "id02", "id03"]
 
 

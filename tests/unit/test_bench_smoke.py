@@ -128,7 +128,8 @@ def test_table_and_conditions():
 
 
 def test_serve_bench_off_differs_only_in_batch_size_and_checks_read_the_replica():
-    from earmark.bench.serve_bench import LevelResult, ModelBench, bench_spec, mode_spec
+    from earmark.bench.serve_bench_results import LevelResult, ModelBench
+    from earmark.bench.serve_bench_setup import bench_spec, mode_spec
     from earmark.serve.config import ServeSpec
 
     base = ServeSpec.model_validate(

@@ -1,11 +1,22 @@
-"""How listing rows are grouped into decode tasks (earmark.batch.pipeline.decode_groups)."""
+"""How listing rows are grouped into decode tasks as the listing streams by
+(earmark.batch.listing.Grouper)."""
 
 from __future__ import annotations
 
-from earmark.batch import pipeline
-from earmark.batch.pipeline import DECODE_TASK_BYTES, decode_groups
+from earmark.batch.listing import DECODE_TASK_BYTES, Grouper
 
 MB = 1 << 20
+
+
+def decode_groups(rows, max_files):
+    """(start, count) of the groups a Grouper makes of `rows`, fed one at a time."""
+    g = Grouper(max_files)
+    out = [grp for r in rows for grp in g.add(r)] + list(g.flush())
+    starts, at = [], 0
+    for grp in out:
+        starts.append((at, len(grp)))
+        at += len(grp)
+    return starts
 
 
 def rows(*sizes):
@@ -46,7 +57,10 @@ def test_unknown_sizes_and_edge_cases():
     assert decode_groups(rows(5), max_files=1) == [(0, 1)]
 
 
-def test_at_most_max_listing_blocks(monkeypatch):
-    monkeypatch.setattr(pipeline, "MAX_LISTING_BLOCKS", 4)
-    g = decode_groups(rows(*[DECODE_TASK_BYTES] * 10), max_files=8)
-    assert len(g) == 4 and covers(g, 10)
+def test_rows_of_one_packed_row_group_share_a_task_whatever_their_number():
+    def member(row, group):
+        return {"audio_id": str(row), "packed": {"kind": "parquet", "uri": "s", "row_group": group}}
+
+    packed = [member(i, 0) for i in range(20)] + [member(20 + i, 1) for i in range(3)]
+    g = decode_groups([*rows(10), *packed, *rows(10)], max_files=8)
+    assert g == [(0, 1), (1, 20), (21, 3), (24, 1)]

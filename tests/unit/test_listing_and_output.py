@@ -8,21 +8,14 @@ import json
 import os
 import shutil
 
-import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from earmark.cli import app
 from earmark.compute.resources import check_reachable
-from earmark.contracts import OUTPUT_SCHEMA, JobError
-from earmark.sink.shards import (
-    claim_output,
-    read_output,
-    repair_duplicates,
-    resume_state,
-    write_shard,
-)
-from earmark.source.listing import list_named, list_source
+from earmark.contracts import JobError
+from earmark.sink.shards import claim_output
+from earmark.source.walk import list_named, list_source
 from earmark.storage import parse_storage_options
 from paths import DEMO
 
@@ -95,14 +88,6 @@ def test_named_paths_give_one_row_each_even_when_missing(tmp_path):
     ]  # fmt: skip
 
 
-def _ids_table(ids: list[str], uri: str = "file:///x.wav") -> pa.Table:
-    cols = {f.name: pa.nulls(len(ids), f.type) for f in OUTPUT_SCHEMA}
-    cols["audio_id"] = pa.array(ids, pa.string())
-    cols["uri"] = pa.array([f"{uri}#{i}" for i in ids], pa.string())
-    cols["status"] = pa.array(["ok"] * len(ids), pa.string())
-    return pa.table(cols)
-
-
 def test_output_of_another_job_is_refused_not_counted_as_done(tmp_path):
     scan = {"kind": "scan"}
     run = {"kind": "annotate", "model": "whisper:tiny.en", "tasks": [{"name": "asr"}]}
@@ -114,46 +99,6 @@ def test_output_of_another_job_is_refused_not_counted_as_done(tmp_path):
     claim_output(str(other), run)
     with pytest.raises(JobError, match="tasks asr, caption"):
         claim_output(str(other), {**run, "tasks": [{"name": "asr"}, {"name": "caption"}]})
-
-
-def test_repair_drops_duplicates_and_superseded_rows_and_counts_the_rest(tmp_path):
-    write_shard(_ids_table(["a", "b", "c"]), str(tmp_path))
-    write_shard(_ids_table(["c", "d"]), str(tmp_path))  # "c" twice
-    got = repair_duplicates(str(tmp_path), superseded={"b"})
-    assert (got.duplicates, got.superseded, got.rows, got.ok) == (1, 1, 3, 3)
-    assert sorted(resume_state(str(tmp_path)).done) == ["a", "c", "d"]
-    again = repair_duplicates(str(tmp_path))
-    assert (again.duplicates, again.superseded, again.rows) == (0, 0, 3)
-
-
-def test_repair_that_crashes_while_rewriting_loses_no_row(tmp_path, monkeypatch):
-    """The old shard is deleted only after its rewritten copy exists."""
-    import earmark.sink.shards as sink
-
-    write_shard(_ids_table(["a", "b"]), str(tmp_path))
-
-    def crash(*_a, **_k):
-        raise OSError("disk gone")
-
-    monkeypatch.setattr(sink, "write_shard", crash)
-    with pytest.raises(OSError):
-        repair_duplicates(str(tmp_path), superseded={"b"})
-    assert sorted(resume_state(str(tmp_path)).done) == ["a", "b"]
-
-
-def test_rewritten_shard_that_lands_on_an_existing_name_is_kept(tmp_path):
-    """Dropping "s" from {x, y, s} rewrites {x, y}, whose name is that of an existing shard
-    (hashed from the same ids); that shard must not then be dropped as a duplicate of itself."""
-    write_shard(_ids_table(["x", "y"]), str(tmp_path))
-    write_shard(_ids_table(["x", "y", "s"]), str(tmp_path))
-    got = repair_duplicates(str(tmp_path), superseded={"s"})
-    assert sorted(resume_state(str(tmp_path)).done) == ["x", "y"] and got.rows == 2
-
-
-def test_unreadable_shard_in_the_output_is_a_clear_refusal(tmp_path):
-    (tmp_path / "part-bad.parquet").write_text("not parquet")
-    with pytest.raises(JobError, match="cannot read as one of its shards"):
-        resume_state(str(tmp_path))
 
 
 def test_unreachable_ray_address_is_refused_with_the_reason():
@@ -192,36 +137,3 @@ def test_run_flags_and_specs_fail_with_a_message_not_a_traceback(tmp_path, args,
     assert words in " ".join(res.output.split()), res.output
     assert "Traceback" not in res.output and not isinstance(res.exception, TypeError)
     assert not os.path.exists(tmp_path / "out")  # refused before anything was made
-
-
-def _rows(rows: list[tuple[str, str, str | None, int]]) -> pa.Table:
-    """(audio_id, status, error_kind, minute of created_at) rows of the output schema."""
-    import datetime as dt
-
-    t = _ids_table([r[0] for r in rows])
-    t = t.set_column(t.schema.get_field_index("status"), "status", pa.array([r[1] for r in rows]))
-    t = t.set_column(
-        t.schema.get_field_index("error_kind"), "error_kind", pa.array([r[2] for r in rows])
-    )
-    at = [dt.datetime(2026, 12, 1, 0, r[3], tzinfo=dt.UTC) for r in rows]
-    i = t.schema.get_field_index("created_at")
-    return t.set_column(i, t.schema.field(i), pa.array(at, t.schema.field(i).type))
-
-
-def test_resume_picks_error_rows_to_retry_and_the_older_rows_of_a_duplicate(tmp_path):
-    import datetime as dt
-
-    out = str(tmp_path)
-    write_shard(_rows([("a", "ok", None, 1), ("b", "error", "model_crash", 1)]), out)
-    write_shard(_rows([("c", "error", "not_found", 2), ("d", "error", "model_crash", 3)]), out)
-    # a run stopped after writing d's new row, before removing the old error row
-    write_shard(_rows([("d", "ok", None, 9)]), out)
-    state = resume_state(out, retry_kinds=frozenset({"model_crash"}))
-    assert sorted(state.done) == ["a", "b", "c", "d"]
-    assert set(state.retry) == {"b"}  # d's newest row is ok; c is another kind
-    assert state.stale == {"d": dt.datetime(2026, 12, 1, 0, 3, tzinfo=dt.UTC)}
-    assert set(resume_state(out, retry_kinds=frozenset()).retry) == {"b", "c"}
-    assert resume_state(out).retry == {}  # a plain rerun retries nothing
-    got = repair_duplicates(out, replaced=state.stale)
-    rows = {r["audio_id"]: r["status"] for r in read_output(out).to_pylist()}
-    assert rows == {"a": "ok", "b": "error", "c": "error", "d": "ok"} and got.superseded == 1

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from earmark.bench.serve_bench import LevelResult, format_results, percentile
+from earmark.bench.serve_bench_results import LevelResult, format_results, percentile
 from earmark.compute.resources import ClusterSize
 from earmark.contracts import JobError, parse_tasks
 from earmark.serve.config import ServeSpec, UrlPolicy, check_serve_plan

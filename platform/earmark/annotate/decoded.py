@@ -12,6 +12,8 @@ from typing import Any
 import pyarrow as pa
 
 from earmark import __version__
+from earmark.annotate.packed import member_rows
+from earmark.audio.decode import decode_audio
 from earmark.audio.fetch import read_and_decode
 from earmark.contracts import OUTPUT_SCHEMA, EarmarkError, ErrorKind, ErrorStage, LimitsSpec
 
@@ -55,11 +57,15 @@ class DecodeStage:
         job_id: str,
         family: str | None = None,
         ledger: Any = None,
+        skip: tuple[Any, Any, Any] | None = None,
     ) -> None:
         self.limits = limits if isinstance(limits, LimitsSpec) else LimitsSpec(**limits)
         self.storage_options = storage_options or {}
         self.job_id = job_id
         self.ledger = ledger  # batch job: decode attempts across crashed processes
+        # batch job: (done ids, retry ids, tally) to skip the done members of tar shards, whose
+        # members are only known once the shard is read (earmark.batch.listing)
+        self.skip = skip
         self.model_cls = None
         if family is not None:
             from earmark.models.registry import model_class
@@ -78,21 +84,35 @@ class DecodeStage:
             "status": "ok",
         }
 
-    def decode_one(self, rec: dict[str, Any]) -> dict[str, Any]:
+    def decode_one(self, rec: dict[str, Any], data: bytes | None = None) -> dict[str, Any]:
+        """The decoded row of one listed file, or of a packed member whose bytes are `data`."""
         row = self._base_row(rec)
         if rec.get("list_error"):
             le = rec["list_error"]
-            row.update(status="error", error_stage=str(ErrorStage.LIST), error_kind=le["kind"])
-            row["error"] = le["message"]
+            row.update(status="error", error_stage=str(le.get("stage") or ErrorStage.LIST))
+            row.update(error_kind=le["kind"], error=le["message"])
             return row
+        keep = self.model_cls is not None
         try:
-            audio = read_and_decode(
-                rec["uri"],
-                rec.get("size_bytes"),
-                self.limits,
-                self.storage_options,
-                keep_samples=self.model_cls is not None,
-            )
+            if data is not None:
+                if not data:
+                    raise EarmarkError(
+                        ErrorStage.READ, ErrorKind.EMPTY_FILE, f"{rec['uri']} is empty (0 bytes)"
+                    )
+                audio = decode_audio(
+                    data,
+                    what=rec["uri"],
+                    max_duration_s=self.limits.max_duration_s,
+                    keep_samples=keep,
+                )
+            else:
+                audio = read_and_decode(
+                    rec["uri"],
+                    rec.get("size_bytes"),
+                    self.limits,
+                    self.storage_options,
+                    keep_samples=keep,
+                )
         except EarmarkError as err:
             row.update(error_fields(err))
             return row
@@ -128,6 +148,9 @@ class DecodeStage:
         """Decoded rows of a group of listing rows, in order. With a ledger, a group some of
         whose files crashed a decode process before goes file by file, and a file that keeps
         crashing it becomes a decode/decoder_crash row (earmark.annotate.failures)."""
+        if any(r.get("packed") for r in recs):
+            yield from self._decode_packed(recs)
+            return
         if self.ledger is None:
             yield from map(self.decode_one, recs)
             return
@@ -146,6 +169,15 @@ class DecodeStage:
             row = self.decode_one(rec)
             self.ledger.succeed(token)
             yield row
+
+    def _decode_packed(self, recs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Members of packed shards, read straight from the shard's bytes (no temp files)."""
+        loose = [r for r in recs if not r.get("packed")]
+        yield from map(self.decode_one, loose)
+        for rec, data in member_rows(
+            [r for r in recs if r.get("packed")], self.limits, self.storage_options, self.skip
+        ):
+            yield self.decode_one(rec, data)
 
     def _crash_row(self, rec: dict[str, Any], why: str) -> dict[str, Any]:
         row = self._base_row(rec)

@@ -10,7 +10,7 @@ from earmark.annotate.decoded import DecodeStage
 from earmark.annotate.failures import FatalModelError
 from earmark.contracts import JobError, LimitsSpec, ModelSpec, TaskRequest
 from earmark.models.base import ModelLoadError
-from earmark.source.listing import list_named
+from earmark.source.walk import list_named
 
 
 def annotate_files(

@@ -90,14 +90,18 @@ class ProgressLines:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, name="earmark-progress", daemon=True)
 
-    def update(self, done: int, audio_s: float, errors: int) -> None:
+    def update(self, done: int, audio_s: float, errors: int, total: int | None = None) -> None:
+        """Running totals; `total` grows while the source is still being listed."""
         with self._lock:
             self._done, self._audio_s, self._errors = done, audio_s, errors
+            if total is not None:
+                self._total = total
 
     def snapshot(self) -> Snapshot:
         with self._lock:
             done, audio_s, errors = self._done, self._audio_s, self._errors
-        return Snapshot(done, self._total, audio_s, errors, time.monotonic() - self._t0)
+            total = self._total
+        return Snapshot(done, total, audio_s, errors, time.monotonic() - self._t0)
 
     def __enter__(self) -> ProgressLines:
         self._t0 = time.monotonic()

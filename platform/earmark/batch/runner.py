@@ -17,14 +17,11 @@ from typing import Any
 from earmark.batch.summary import JobSummary, new_acc
 from earmark.compute.resources import check_plan, init_ray, local_cluster_size
 from earmark.contracts import JobError, JobSpec
-from earmark.sink.shards import (
-    SUMMARY_NAME,
-    claim_output,
-    clean_temp,
-    repair_duplicates,
-    resume_state,
-)
-from earmark.source.listing import list_source
+from earmark.batch.commits import Committer, settle_output
+from earmark.sink.index import scan_output
+from earmark.sink.repair import repair_output
+from earmark.sink.shards import SUMMARY_COLUMNS, SUMMARY_NAME, claim_output, clean_temp, list_parts
+from earmark.source.walk import plan_units
 from earmark.storage import check_writable, get_fs
 
 log = logging.getLogger(__name__)
@@ -64,68 +61,119 @@ def run_job(
     import ray
 
     t0 = time.perf_counter()
-    check_writable(spec.output, spec.storage_options)
+    out, opts = spec.output, spec.storage_options
+    check_writable(out, opts)
     if with_model:
         preflight_model(spec)
     local = address is None and not os.environ.get("RAY_ADDRESS")
     if local and not ray.is_initialized():
         check_plan(spec.resources, local_cluster_size(spec.resources), with_model=with_model)
-    rows = list_source(spec.source, spec.storage_options)
-    clean_temp(spec.output, spec.storage_options)
-    state = resume_state(spec.output, spec.storage_options, retry_errors)
-    done = state.done
-    claim_output(spec.output, job_identity(spec, with_model), spec.storage_options)
-    retry = {a: state.retry[a] for a in (r["audio_id"] for r in rows) if a in state.retry}
-    todo = [r for r in rows if r["audio_id"] not in done or r["audio_id"] in retry]
-    # a listed file whose row has another audio_id changed since (size, mtime or etag): its
-    # new row replaces the old one once written
-    current = {r["uri"]: r["audio_id"] for r in rows}
-    superseded = {a for a, uri in done.items() if uri in current and current[uri] != a}
-    summary = JobSummary(
-        job_id=spec.job_id or "",
-        files_listed=len(rows),
-        files_done_before=len(rows) - len(todo),
-        errors_retried=len(retry),
-    )
+    units = list(plan_units(spec.source, opts, spec.audio_column))  # JobError: cannot list
+    clean_temp(out, opts)
+    claim_output(out, job_identity(spec, with_model), opts)
+    settle_output(out, opts, spec.output_files.target_file_mb)
+    size = init_ray(address, spec.resources)
+    check_plan(spec.resources, size, with_model=with_model)
+    _configure_ray_data()
+    from earmark.batch.ledger import start_ledger
+    from earmark.batch.listing import start_tally
+    from earmark.batch.pipeline import build_dataset
+    from earmark.batch.reach import check_every_node_sees
+    from earmark.batch.watch import watch_nodes
+
+    index = start_index(out, opts, retry_errors)
+    check_every_node_sees(out, opts, lambda: _peek(spec))
+    summary = JobSummary(job_id=spec.job_id or "", files_listed=0, files_done_before=0)
     acc = new_acc()
-    written: dict[str, str] = {}  # retried audio_id → status of its new row
-    if todo:
-        size = init_ray(address, spec.resources)
-        check_plan(spec.resources, size, with_model=with_model)
-        _configure_ray_data()
-        from earmark.batch.ledger import start_ledger
-        from earmark.batch.pipeline import build_dataset
-        from earmark.batch.reach import check_every_node_sees
-        from earmark.batch.watch import watch_nodes
-
-        check_every_node_sees(spec.output, spec.storage_options, todo)
-
-        ledger = start_ledger(spec.failures) if with_model else None
-        decode_ledger = start_ledger(spec.failures, what="the decoder")
-        ds = build_dataset(
-            spec, todo, with_model=with_model, ledger=ledger, decode_ledger=decode_ledger
-        )
-        watch_nodes(spec.resources, with_model, lambda: summary.files_ok + summary.files_error)
-        try:
-            _consume(ds, summary, acc, len(todo), progress, retry, written)
-        except JobError:
-            raise
-        except Exception as exc:
-            stopped = [lg.stats()["stopped"] for lg in (ledger, decode_ledger) if lg is not None]
-            raise JobError(next(filter(None, stopped), "") or _explain_failure(exc)) from exc
-        finally:
-            summary.add_failures(decode_ledger.stats(), ledger.stats() if ledger else None)
-        # an Annotator killed mid-write leaves its temp file; its batch was rewritten elsewhere
-        clean_temp(spec.output, spec.storage_options)
-    summary.errors_now_ok = sum(st == "ok" for st in written.values())
-    replaced = state.stale | {a: retry[a] for a in written}
-    repaired = repair_duplicates(spec.output, spec.storage_options, superseded, replaced)
-    summary.duplicates_removed, summary.rows_superseded = repaired.duplicates, repaired.superseded
-    summary.output_rows, summary.output_ok = repaired.rows, repaired.ok
+    tally = start_tally()
+    ledger = start_ledger(spec.failures) if with_model else None
+    decode_ledger = start_ledger(spec.failures, what="the decoder")
+    ds = build_dataset(
+        spec, units, index, tally, with_model=with_model, ledger=ledger, decode_ledger=decode_ledger
+    )
+    watch_nodes(spec.resources, with_model, lambda: summary.files_ok + summary.files_error)
+    committer = Committer(out, opts, spec.output_files.target_file_mb)
+    retry = ray.get(index["retry"]) if retry_errors is not None else None
+    try:
+        _consume(ds, summary, acc, progress, retry, committer, tally, t0)
+        committer.finish()
+    except JobError:
+        raise
+    except Exception as exc:
+        stopped = [lg.stats()["stopped"] for lg in (ledger, decode_ledger) if lg is not None]
+        raise JobError(next(filter(None, stopped), "") or _explain_failure(exc)) from exc
+    finally:
+        summary.add_failures(decode_ledger.stats(), ledger.stats() if ledger else None)
+    counts = ray.get(tally.totals.remote())
+    summary.files_listed, summary.files_done_before = counts["listed"], counts["done_before"]
+    summary.errors_retried = counts["retried"]
+    # an Annotator killed mid-write leaves its temp file; its batch was rewritten elsewhere
+    clean_temp(out, opts)
+    wrote = summary.files_ok + summary.files_error > 0
+    final = finish_output(out, opts, index["info"], wrote)
+    summary.duplicates_removed, summary.rows_superseded = final["duplicates"], final["superseded"]
+    summary.output_rows, summary.output_ok = final["rows"], final["ok"]
+    summary.output_files = len(list_parts(out, opts))
     summary.finish(acc, time.perf_counter() - t0)
-    fs, root = get_fs(spec.output, spec.storage_options)
+    summary.driver_peak_rss_mb = _peak_rss_mb()
+    fs, root = get_fs(out, opts)
     fs.pipe_file(f"{root.rstrip('/')}/{SUMMARY_NAME}", summary.to_json().encode())
     return summary
+
+
+def start_index(
+    output: str, storage_options: dict[str, Any], retry_errors: frozenset[str] | None
+) -> dict[str, Any]:
+    """What the output holds, read by a task (sink.index.scan_output): the done and retry id
+    sets stay in the object store for the listing tasks; the driver gets only counts."""
+    import ray
+
+    done, retry, info = _scan_task().remote(output, storage_options, retry_errors)
+    return {"done": done, "retry": retry, "info": ray.get(info)}
+
+
+def _scan_task() -> Any:
+    import ray
+
+    def scan(output: str, opts: dict[str, Any], kinds: frozenset[str] | None):
+        index = scan_output(output, opts, kinds)
+        info = {
+            "rows": index.rows,
+            "ok": index.ok,
+            "drop": sum(len(v) for v in index.drop.values()),
+            "duplicates": index.duplicates,
+            "superseded": index.superseded,
+        }
+        return index.done, index.retry, info
+
+    return ray.remote(scan).options(num_cpus=0, num_returns=3)
+
+
+def finish_output(
+    output: str, storage_options: dict[str, Any], before: dict[str, Any], wrote: bool
+) -> dict[str, int]:
+    """One row per file at the end of a run: rows to drop (sink.index) are folded away in a
+    task. Nothing written and nothing to drop: the output is as the start found it."""
+    import ray
+
+    if not wrote and not before["drop"]:
+        return {**before, "duplicates": 0, "superseded": 0}
+    return ray.get(ray.remote(repair_output).options(num_cpus=0).remote(output, storage_options))
+
+
+def _peek(spec: JobSpec) -> list[dict[str, Any]]:
+    """A few listed files (the first page), for the check that every node sees the source."""
+    from earmark.source.walk import iter_listing
+
+    for page in iter_listing(spec.source, spec.storage_options, spec.audio_column):
+        return page[:50]
+    return []
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def job_identity(spec: JobSpec, with_model: bool) -> dict[str, Any]:
@@ -157,26 +205,51 @@ def _consume(
     ds: Any,
     summary: JobSummary,
     acc: dict,
-    total: int,
     progress: bool,
-    retry: dict[str, Any],
-    written: dict[str, str],
+    retry: Any,
+    committer: Committer,
+    tally: Any,
+    t0: float,
 ) -> None:
+    import ray
+
     done = 0
-    with _progress_display(total, progress) as report:
+    todo = _Todo(tally)
+    with _progress_display(progress) as report:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            rows = batch.to_pylist()
-            summary.add(rows, acc)
-            written.update((r["audio_id"], r["status"]) for r in rows if r["audio_id"] in retry)
-            done += len(rows)
-            report(done, acc["audio_s"], summary.files_error)
+            if summary.first_file_s is None:
+                summary.first_file_s = round(time.perf_counter() - t0, 3)
+            committer.add(batch)
+            summary.add(batch.select(SUMMARY_COLUMNS).to_pylist(), acc)
+            if retry is not None and len(retry):
+                again = retry.contains(batch.column("audio_id"))
+                ok = batch.column("status").to_numpy(zero_copy_only=False) == "ok"
+                summary.errors_now_ok += int((again & ok).sum())
+            done += batch.num_rows
+            report(done, acc["audio_s"], summary.files_error, todo.total(ray))
+        report(done, acc["audio_s"], summary.files_error, todo.total(ray, final=True))
 
 
-Report = Callable[[int, float, int], None]  # files done, audio seconds, errors (running totals)
+class _Todo:
+    """Files to do so far (listed, less those done before), asked of the tally once a second."""
+
+    def __init__(self, tally: Any) -> None:
+        self.tally, self.at, self.value = tally, 0.0, 0
+
+    def total(self, ray: Any, final: bool = False) -> int:
+        now = time.monotonic()
+        if final or now - self.at >= 1.0:
+            t = ray.get(self.tally.totals.remote())
+            self.value, self.at = t["listed"] - t["done_before"], now
+        return self.value
+
+
+# files done, audio seconds, errors, files to do so far (running totals)
+Report = Callable[[int, float, int, int], None]
 
 
 @contextmanager
-def _progress_display(total: int, enabled: bool) -> Iterator[Report]:
+def _progress_display(enabled: bool) -> Iterator[Report]:
     """A rich bar on a terminal; anywhere else (a submitted job's logs, a pipe) plain lines on
     stdout at a steady pace, since a bar off a terminal prints nothing until the job ends."""
     from rich import get_console
@@ -184,17 +257,17 @@ def _progress_display(total: int, enabled: bool) -> Iterator[Report]:
     from earmark.batch.progress import ProgressLines
 
     if not enabled:
-        yield lambda done, audio_s, errors: None
+        yield lambda done, audio_s, errors, total: None
     elif get_console().is_terminal:  # the console rich's Progress draws on
-        with _rich_bar(total) as report:
+        with _rich_bar() as report:
             yield report
     else:
-        with ProgressLines(total) as lines:
+        with ProgressLines(0) as lines:
             yield lines.update
 
 
 @contextmanager
-def _rich_bar(total: int) -> Iterator[Report]:
+def _rich_bar() -> Iterator[Report]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -213,10 +286,10 @@ def _rich_bar(total: int) -> Iterator[Report]:
         TimeRemainingColumn(),
     )
     with Progress(*cols, transient=False) as bar:
-        task = bar.add_task("annotating", total=total, hours=0.0, errors=0)
+        task = bar.add_task("annotating", total=None, hours=0.0, errors=0)
 
-        def report(done: int, audio_s: float, errors: int) -> None:
-            bar.update(task, completed=done, hours=audio_s / 3600, errors=errors)
+        def report(done: int, audio_s: float, errors: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, hours=audio_s / 3600, errors=errors)
 
         yield report
 

@@ -51,6 +51,13 @@ class JobSummary(BaseModel):
     )
     output_rows: int = Field(default=0, description="Rows in the whole output after this run")
     output_ok: int = Field(default=0, description="Rows with status ok in the whole output")
+    output_files: int = Field(default=0, description="Committed Parquet files in the output")
+    first_file_s: float | None = Field(
+        default=None, description="Seconds from the start until the first file's row came back"
+    )
+    driver_peak_rss_mb: float | None = Field(
+        default=None, description="Peak resident memory of the driver process, MiB"
+    )
 
     def add(self, rows: list[dict[str, Any]], acc: dict[str, float]) -> None:
         """Fold a batch of summary rows in; `acc` holds running sums."""

@@ -176,6 +176,21 @@ class LimitsSpec(BaseModel):
     read_retries: int = Field(default=3, ge=0, le=20, description="Retries of a transient read")
 
 
+class OutputFilesSpec(BaseModel):
+    """How the output is cut into files (rows are identical whatever the sizes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_file_mb: float = Field(
+        default=128.0,
+        gt=0,
+        le=4096,
+        description="Committed Parquet files are folded from annotated batches until they hold "
+        "about this many MB (64 MB-1 GB suits DuckDB, Polars, Spark and Ray Data); a job "
+        "commits whatever is left when it ends",
+    )
+
+
 class JobSpec(BaseModel):
     """A whole annotation (or scan) job, as written in `jobs/*.yaml` or built from CLI flags."""
 
@@ -185,6 +200,14 @@ class JobSpec(BaseModel):
         description="fsspec URL with optional glob, or a .parquet/.jsonl/.csv manifest"
     )
     output: str = Field(description="Output directory URL (local path, s3://, ...)")
+    output_files: OutputFilesSpec = Field(
+        default_factory=OutputFilesSpec, description="Sizes of the committed output files"
+    )
+    audio_column: str | None = Field(
+        default=None,
+        description="Packed Parquet sources: the column holding the audio (bytes, or the "
+        "Hugging Face Audio struct {bytes, path}); found by its type when unset",
+    )
     tasks: list[TaskRequest] = Field(
         default_factory=lambda: parse_tasks("asr"), description="Tasks asked of every file"
     )

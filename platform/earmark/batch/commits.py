@@ -1,0 +1,90 @@
+"""Right-sized output files while a job runs: the driver folds staged batches into parts.
+
+Each batch an Annotator (or a scan's decode task) finishes is staged as one small file and
+reported to the driver with its size (sink.shards.write_rows). Once the reported files reach
+the target size, one fold task (sink.commit.fold: journaled, exactly once) turns them into a
+committed part, while the job goes on. Only reported files are folded while the job runs: a
+batch whose result reached the driver will not be retried, so its staged file is final. At the
+end every staged file left is folded, and a killed run's staged files are folded by the next
+run before it reads what the output holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from earmark.sink.commit import FoldResult, fold, fold_staging, plan_folds, recover
+
+MB = 1 << 20
+
+
+def _fold_remote() -> Any:
+    import ray
+
+    return ray.remote(fold).options(num_cpus=0, max_retries=3)
+
+
+class Committer:
+    """Tracks staged files reported by finished batches; folds them by the target size."""
+
+    def __init__(self, output: str, storage_options: dict[str, Any], target_mb: float) -> None:
+        self.output, self.opts = output, storage_options
+        self.target = int(target_mb * MB)
+        self.pending: dict[str, int] = {}
+        self.inflight: Any = None
+        self.parts = 0
+
+    def add(self, batch: pa.Table) -> None:
+        for path, size in zip(
+            batch.column("_staged").to_pylist(),
+            batch.column("_staged_bytes").to_pylist(),
+            strict=True,
+        ):
+            if path:
+                self.pending[path] = size
+        if sum(self.pending.values()) < self.target or not self._idle():
+            return
+        groups = plan_folds(list(self.pending.items()), self.target, final=False)
+        if groups:
+            sources = groups[0]
+            for s in sources:
+                del self.pending[s]
+            self.inflight = _fold_remote().remote(self.output, sources, self.opts)
+
+    def _idle(self) -> bool:
+        import ray
+
+        if self.inflight is None:
+            return True
+        ready, _ = ray.wait([self.inflight], timeout=0)
+        if ready:
+            self._collect()
+        return self.inflight is None
+
+    def _collect(self) -> None:
+        import ray
+
+        result: FoldResult = ray.get(self.inflight)
+        self.inflight = None
+        self.parts += result.part is not None
+
+    def finish(self) -> None:
+        """Wait for the fold in flight, then fold every staged file left (in a task)."""
+        import ray
+
+        if self.inflight is not None:
+            self._collect()
+        task = ray.remote(fold_staging).options(num_cpus=0, max_retries=3)
+        results = ray.get(task.remote(self.output, self.opts, self.target))
+        self.parts += sum(r.part is not None for r in results)
+        self.pending.clear()
+
+
+def settle_output(output: str, storage_options: dict[str, Any], target_mb: float) -> int:
+    """Before a run: finish any fold a killed run left, then fold its staged files (they hold
+    rows the output has, so resume must count them). Returns the folds found unfinished."""
+    found = recover(output, storage_options)
+    fold_staging(output, storage_options, int(target_mb * MB))
+    return found

@@ -1,0 +1,168 @@
+"""Manifests (.parquet/.jsonl/.csv with a `uri` column) read in parallel chunks.
+
+The driver checks the manifest before any work (it exists, it has a `uri` column, no row's `uri`
+is empty: one streamed pass over that column) and cuts it into chunks: Parquet by row groups,
+JSON Lines by byte ranges aligned to line ends. CSV is one chunk, streamed: a quoted field may
+hold a newline, so a byte range cannot be cut safely. Each chunk is listed by its own task.
+
+A manifest that gives a `size` column (and `etag` or `mtime`) is trusted: its rows need no request
+to the store before decoding (a file that is missing then gets a read error row instead of a
+list error row). Rows without a size are stat'ed by the listing task, 32 at a time. Note that the
+audio_id hashes whatever size and version the listing knows, so adding or dropping these columns
+makes new ids (the files are annotated again).
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow as pa
+
+from earmark.contracts import JobError
+from earmark.source.listing import file_row, meta_value, stat_row
+from earmark.storage import full_uri, get_fs
+
+CHUNK_BYTES = 16 << 20  # JSON Lines bytes per listing task
+CHUNK_ROWS = 200_000  # Parquet rows per listing task (whole row groups)
+PAGE_ROWS = 1000
+STAT_THREADS = 32  # manifest rows without a size are stat'ed in parallel (HEAD is slow)
+SIZE_COLUMNS = ("size", "size_bytes")
+VERSION_COLUMNS = ("etag", "mtime")
+
+
+def _format(path: str) -> str:
+    return path.lower().rsplit(".", 1)[1]
+
+
+def plan_chunks(fs: Any, path: str, source: str) -> Iterator[dict[str, Any]]:
+    if not fs.exists(path):
+        raise JobError(f"manifest {source!r} does not exist")
+    fmt = _format(path)
+    _check_uris(fs, path, source, fmt)
+    base = {"kind": "manifest", "path": path, "format": fmt, "source": source}
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with fs.open(path, "rb") as f:
+            meta = pq.ParquetFile(f).metadata
+        groups, rows = [], 0
+        for g in range(meta.num_row_groups):
+            groups.append(g)
+            rows += meta.row_group(g).num_rows
+            if rows >= CHUNK_ROWS:
+                yield {**base, "row_groups": groups}
+                groups, rows = [], 0
+        if groups:
+            yield {**base, "row_groups": groups}
+    elif fmt == "jsonl":
+        size = fs.info(path)["size"]
+        for start in range(0, max(size, 1), CHUNK_BYTES):
+            yield {**base, "start": start, "length": CHUNK_BYTES}
+    else:
+        yield base
+
+
+def _batches(fs: Any, path: str, fmt: str, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+    """The whole manifest as record batches, streamed."""
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as f:
+        if fmt == "parquet":
+            yield from pq.ParquetFile(f).iter_batches(columns=columns)
+        elif fmt == "jsonl":
+            yield from pajson.open_json(f)
+        else:
+            opts = pacsv.ConvertOptions(include_columns=columns) if columns else None
+            yield from pacsv.open_csv(f, convert_options=opts)
+
+
+def _check_uris(fs: Any, path: str, source: str, fmt: str) -> None:
+    import pyarrow.compute as pc
+
+    first: list[int] = []
+    total = seen = 0
+    try:
+        for batch in _batches(fs, path, fmt, ["uri"] if fmt != "jsonl" else None):
+            if "uri" not in batch.schema.names:
+                raise JobError(
+                    f"manifest {source!r} has no 'uri' column (columns: "
+                    f"{', '.join(batch.schema.names)})"
+                )
+            col = pc.utf8_trim_whitespace(pc.cast(batch.column("uri"), pa.string()))
+            bad = pc.fill_null(pc.equal(col, ""), True)
+            total += pc.sum(bad).as_py() or 0
+            if len(first) < 10:
+                first += [seen + i + 1 for i in pc.indices_nonzero(bad).to_pylist()[:10]]
+            seen += batch.num_rows
+    except JobError:
+        raise
+    except (KeyError, pa.ArrowInvalid) as exc:
+        if "uri" in str(exc):
+            raise JobError(f"manifest {source!r} has no 'uri' column ({exc})") from None
+        raise
+    if total:
+        shown = ", ".join(map(str, first[:10])) + (" ..." if total > 10 else "")
+        raise JobError(
+            f"manifest {source!r} has {total} row(s) with an empty 'uri' (row {shown}); "
+            "every row must name a file"
+        )
+
+
+def resolve_uri(fs: Any, manifest_path: str, uri: str) -> str:
+    """Relative URIs live beside the manifest; local paths are normalized."""
+    uri = uri.strip()
+    if uri.startswith("file://"):
+        return "file://" + posixpath.normpath(uri.removeprefix("file://"))
+    if "://" in uri:
+        return uri
+    if uri.startswith("/"):
+        return "file://" + posixpath.normpath(uri)
+    return full_uri(fs, posixpath.normpath(posixpath.join(posixpath.dirname(manifest_path), uri)))
+
+
+def _chunk_table(fs: Any, unit: dict[str, Any]) -> Iterator[pa.Table]:
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    path, fmt = unit["path"], unit["format"]
+    if fmt == "parquet":
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            for g in unit["row_groups"]:
+                yield pf.read_row_group(g)
+    elif fmt == "jsonl":
+        data = fs.read_block(path, unit["start"], unit["length"], delimiter=b"\n")
+        if data.strip():
+            yield pajson.read_json(io.BytesIO(data))
+    else:
+        for batch in _batches(fs, path, fmt, None):
+            yield pa.Table.from_batches([batch])
+
+
+def list_chunk(
+    unit: dict[str, Any], storage_options: dict[str, Any] | None
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of listing rows of one manifest chunk."""
+    fs, _ = get_fs(unit["source"], storage_options)
+    with ThreadPoolExecutor(STAT_THREADS) as pool:
+        for table in _chunk_table(fs, unit):
+            for start in range(0, table.num_rows, PAGE_ROWS):
+                recs = table.slice(start, PAGE_ROWS).to_pylist()
+                yield list(pool.map(lambda r: _row(fs, unit["path"], r, storage_options), recs))
+
+
+def _row(fs: Any, manifest_path: str, rec: dict[str, Any], opts: dict[str, Any] | None) -> dict:
+    uri = resolve_uri(fs, manifest_path, str(rec.get("uri") or ""))
+    # a null (or a column this row lacks) is no entry, not an empty string
+    meta = {k: meta_value(v) for k, v in rec.items() if k != "uri" and v is not None}
+    size = next((rec[c] for c in SIZE_COLUMNS if rec.get(c) is not None), None)
+    if size is None:
+        return stat_row(uri, meta, opts)
+    info = {"size": int(size), **{c: rec[c] for c in VERSION_COLUMNS if rec.get(c) is not None}}
+    return file_row(uri, info, meta)
