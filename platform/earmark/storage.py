@@ -150,7 +150,7 @@ def iter_file_pages(fs: Any, path: str, *, page_size: int = 1000) -> Iterator[li
     if page_size < 1:
         raise ValueError(f"page_size must be at least 1, not {page_size}")
     if is_local(fs):
-        infos = _local_files(fs, path, page_size)
+        infos = _local_files(fs, path)
         return (sorted(page, key=lambda i: i["name"]) for page in _paged(infos, page_size))
     if _is_s3(fs):
         return _paged(_s3_files(fs, path, page_size), page_size)
@@ -192,7 +192,7 @@ def _local_entry(fs: Any, entry: os.DirEntry) -> dict | None:
     return fs.info(entry)
 
 
-def _local_files(fs: Any, path: str, page_size: int) -> Iterator[dict]:
+def _local_files(fs: Any, path: str) -> Iterator[dict]:
     root = fs._strip_protocol(path)
     if not os.path.isdir(root):
         yield fs.info(root)  # a file is its own listing; a missing path raises here

@@ -196,7 +196,7 @@ def test_annotator_worker_killed_mid_job(tmp_path, ray_session):
     killed = None
     deadline = time.time() + 180
     while time.time() < deadline and killed is None and t.is_alive():
-        shards = list(out.glob("part-*")) if out.exists() else []
+        shards = list(out.glob("_staging/*.staged")) if out.exists() else []
         if shards:
             for proc in psutil.Process(raylet).children(recursive=True):
                 try:
@@ -245,13 +245,13 @@ def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if out.exists() and list(out.glob("part-*")):
+        if out.exists() and list(out.glob("_staging/*.staged")):
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the job ended before it could be killed"
     kill_session(proc.pid)  # the machine dies: driver, raylet and every worker at once
     proc.wait()
-    partial = read_output(str(out), columns=["audio_id"]).num_rows
+    partial = read_output(str(out), columns=["audio_id"], staged=True).num_rows
     assert 0 < partial < 24
     summary = run_job(job(src, out), progress=False)
     assert summary.files_done_before == partial and summary.duplicates_removed == 0

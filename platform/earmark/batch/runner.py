@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from earmark.batch.commits import Committer, settle_output
 from earmark.batch.summary import JobSummary, new_acc
 from earmark.compute.resources import check_plan, init_ray, local_cluster_size
 from earmark.contracts import JobError, JobSpec
-from earmark.batch.commits import Committer, settle_output
 from earmark.sink.index import scan_output
 from earmark.sink.repair import repair_output
 from earmark.sink.shards import SUMMARY_COLUMNS, SUMMARY_NAME, claim_output, clean_temp, list_parts

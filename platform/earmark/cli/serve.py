@@ -256,3 +256,42 @@ def bench_run_cmd(
     from earmark.bench.run_bench import bench_run
 
     bench_run(minutes, workdir, scale_check)
+
+
+@bench_app.command("scale")
+def bench_scale_cmd(
+    sizes: Annotated[
+        str, typer.Option(help="Corpus sizes in files, comma-separated; '' for none")
+    ] = "10000,100000,1000000",
+    source: Annotated[
+        str, typer.Option(help="manifest (a .jsonl listing) or folder (the nested folders)")
+    ] = "manifest",
+    cpus: Annotated[int, typer.Option(min=1, help="--cpus of every earmark scan")] = 2,
+    packed: Annotated[
+        bool, typer.Option(help="Also compare Parquet and WebDataset input with loose files")
+    ] = False,
+    packed_clips: Annotated[
+        int, typer.Option(min=1, help="Speech clips (1-5 s) in the packed comparison")
+    ] = 500,
+    workdir: Annotated[str | None, typer.Option(help="Where to put the corpora (kept)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here")] = None,
+) -> None:
+    """earmark scan on 10k, 100k, 1M tiny files: driver memory, first file, files/s, reruns,
+    output files, DuckDB count; with --packed, Parquet and WebDataset vs loose files."""
+    from earmark.bench.scale_bench import bench_scale
+
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        _fail(f"--sizes must be comma-separated integers, got {sizes!r}")
+    if any(n < 1 for n in size_list) or (not size_list and not packed):
+        _fail("--sizes needs positive sizes (or pass --packed to run only the comparison)")
+    if source not in ("manifest", "folder"):
+        _fail(f"--source must be manifest or folder, got {source!r}")
+    try:
+        bench_scale(
+            size_list, workdir, source=source, cpus=cpus, packed=packed,
+            packed_clips=packed_clips, json_path=json_out,
+        )  # fmt: skip
+    except (RuntimeError, OSError, ValueError) as exc:
+        _fail(str(exc), code=1)

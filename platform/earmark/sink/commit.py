@@ -99,10 +99,11 @@ def recover(output: str, storage_options: dict[str, Any] | None = None) -> int:
     """Finish or undo the folds a killed process left; returns how many it found."""
     fs, root = root_of(output, storage_options)
     folder = posixpath.join(root, JOURNAL_DIR)
-    if not fs.exists(folder):
-        return 0
     fs.invalidate_cache(folder)
-    journals = [p for p in fs.ls(folder, detail=False) if p.endswith(".json")]
+    try:
+        journals = [p for p in fs.ls(folder, detail=False) if p.endswith(".json")]
+    except FileNotFoundError:
+        return 0
     for journal in journals:
         try:
             record = json.loads(fs.cat_file(journal))
@@ -110,6 +111,7 @@ def recover(output: str, storage_options: dict[str, Any] | None = None) -> int:
             fs.rm(journal)
             continue
         part = record.get("part")
+        fs.invalidate_cache(root)
         if part is None or fs.exists(posixpath.join(root, part)):
             for rel in record["sources"]:
                 path = posixpath.join(root, rel)

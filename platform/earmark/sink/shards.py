@@ -98,10 +98,11 @@ def stage_shard(
 
 
 def _ls(fs: Any, folder: str) -> list[dict[str, Any]]:
-    if not fs.exists(folder):
+    fs.invalidate_cache(folder)  # other processes wrote here since this one last looked
+    try:
+        return fs.ls(folder, detail=True)
+    except FileNotFoundError:
         return []
-    fs.invalidate_cache(folder)
-    return fs.ls(folder, detail=True)
 
 
 def list_parts(output: str, storage_options: dict[str, Any] | None = None) -> list[str]:

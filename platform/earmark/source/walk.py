@@ -59,15 +59,16 @@ def plan_units(
             matches = sorted(fs.glob(path))
             if not matches:
                 raise JobError(f"source glob {source!r} matched no files")
-            for i in range(0, len(matches), PATHS_PER_UNIT):
-                yield {"kind": "paths", "paths": matches[i : i + PATHS_PER_UNIT]}
+            uris = [full_uri(fs, m) for m in matches]
+            for i in range(0, len(uris), PATHS_PER_UNIT):
+                yield {"kind": "paths", "paths": uris[i : i + PATHS_PER_UNIT]}
             return
         if not fs.exists(path):
             raise JobError(f"source {source!r} does not exist")
         if fs.isfile(path):
-            yield {"kind": "paths", "paths": [path]}
+            yield {"kind": "paths", "paths": [full_uri(fs, path)]}
             return
-        yield {"kind": "root", "path": path}
+        yield {"kind": "root", "path": full_uri(fs, path)}
     except JobError:
         raise
     except Exception as exc:
@@ -86,11 +87,11 @@ def expand_unit(
     if unit["kind"] != "root":
         yield unit
         return
-    fs, _ = get_fs(unit["path"], storage_options)
+    fs, root = get_fs(unit["path"], storage_options)
     page: list[dict[str, Any]] = []
-    for child, info in iter_top_level(fs, unit["path"]):
+    for child, info in iter_top_level(fs, root):
         if info is None:
-            yield {"kind": "tree", "path": child}
+            yield {"kind": "tree", "path": full_uri(fs, child)}
             continue
         page.append(info)
         if len(page) >= PAGE_ROWS:
@@ -123,14 +124,15 @@ def list_unit(
     if unit["kind"] == "manifest":
         yield from manifests.list_chunk(unit, storage_options)
         return
-    fs, _ = get_fs(unit.get("path") or unit["paths"][0], storage_options)
+    fs, path = get_fs(unit.get("path") or unit["paths"][0], storage_options)
     if unit["kind"] == "paths":
-        yield from _list_paths(fs, unit["paths"], storage_options, audio_col)
+        paths = [get_fs(u, storage_options)[1] for u in unit["paths"]]
+        yield from _list_paths(fs, paths, storage_options, audio_col)
         return
     pages = (
         [unit["infos"]]
         if unit["kind"] == "infos"
-        else iter_file_pages(fs, unit["path"], page_size=PAGE_ROWS)
+        else iter_file_pages(fs, path, page_size=PAGE_ROWS)
     )
     for page in pages:
         rows: list[dict[str, Any]] = []

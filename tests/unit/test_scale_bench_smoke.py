@@ -1,0 +1,71 @@
+"""`earmark bench scale` at minimal sizes: the report's structure and that its counts agree with
+the corpus (never timings). Every scan is its own `earmark scan` process with an embedded Ray."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from earmark.bench.scale_bench import DASH, bench_scale
+from earmark.bench.scale_corpus import FILES_PER_DIR, SEEDS, build_scale_corpus
+
+SIZES = [300, 600]
+CLIPS = 20
+
+
+def test_corpus_links_nested_folders_and_manifest(tmp_path):
+    c = build_scale_corpus(tmp_path / "c", 2 * FILES_PER_DIR + 5)
+    folders = sorted(p for p in c["files"].iterdir())
+    assert len(folders) == 3 and all(len(list(f.iterdir())) <= FILES_PER_DIR for f in folders)
+    lines = [json.loads(x) for x in c["manifest"].read_text().splitlines()]
+    assert len(lines) == 2 * FILES_PER_DIR + 5 and len({x["uri"] for x in lines}) == len(lines)
+    assert build_scale_corpus(tmp_path / "c", 2 * FILES_PER_DIR + 5)["reused"]
+    assert len(c["manifest"].read_text().splitlines()) == 2 * FILES_PER_DIR + 5
+
+
+@pytest.mark.slow
+def test_scale_bench_report_is_consistent(tmp_path, capsys):
+    json_path = tmp_path / "scale.json"
+    res = bench_scale(SIZES, str(tmp_path / "w"), packed=True, packed_clips=CLIPS,
+                      json_path=json_path)  # fmt: skip
+    out = capsys.readouterr().out
+    seconds = {n: sum(SEEDS[i % len(SEEDS)][2] for i in range(n)) for n in SIZES}
+    for n in SIZES:
+        r = res["runs"][str(n)]
+        first, done, new = r["first"], r["rerun_done"], r["rerun_new"]
+        k = r["new_files"]
+        assert k == max(1, round(n / 100))
+        assert (first["files_listed"], first["files_done_before"], first["files_ok"]) == (n, 0, n)
+        assert first["files_error"] == 0 and first["output_rows"] == n
+        assert first["audio_s"] == pytest.approx(seconds[n], rel=1e-3)
+        assert first["first_file_s"] is not None and first["driver_peak_rss_mb"] > 0
+        assert first["files_per_s"] > 0 and first["audio_s_per_s"] > 0
+        assert r["output_files"] == first["output_files"] >= 1 and r["median_file_mb"] > 0
+        assert (done["files_listed"], done["files_done_before"], done["rows"]) == (n, n, 0)
+        assert done["output_rows"] == n
+        assert (new["files_listed"], new["files_done_before"]) == (n + k, n)
+        assert new["files_ok"] == new["rows"] == k and new["output_rows"] == n + k
+        assert r["duckdb_distinct"] == n + k
+    packed = res["packed"]
+    for form in ("loose", "parquet", "webdataset"):
+        p = packed[form]
+        assert (p["files_ok"], p["files_error"], p["output_rows"]) == (CLIPS, 0, CLIPS), form
+        assert p["audio_s"] == pytest.approx(packed["loose"]["audio_s"], rel=1e-3), form
+    for form in ("parquet", "webdataset"):
+        assert packed[form]["audio_s_per_s_ratio"] > 0 and packed[form]["files_per_s_ratio"] > 0
+    assert res["checks"]["count"].startswith("met")
+    cond = res["conditions"]
+    assert cond["cores"] >= 1 and len(cond["load_before"]) == len(cond["load_after"]) == 3
+    assert cond["ray"] and cond["date"] and cond["python"]
+    # the printed table: a column per size, run or not ("—"), and the packed comparison
+    header = next(line for line in out.splitlines() if line.startswith("|") and "10k" in line)
+    assert [c.strip() for c in header.strip("|").split("|")][1:6] == [
+        "300", "600", "10k", "100k", "1M"
+    ]  # fmt: skip
+    rss = next(line for line in out.splitlines() if line.startswith("| driver peak RSS"))
+    assert [c.strip() for c in rss.strip("|").split("|")][3:6] == [DASH] * 3
+    assert "Packed input vs loose files" in out and "webdataset" in out
+    assert "load_before=" in out and "ray=" in out
+    saved = json.loads(json_path.read_text())
+    assert saved["runs"]["600"]["duckdb_distinct"] == 606 and "packed" in saved
