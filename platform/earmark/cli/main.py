@@ -22,6 +22,14 @@ app.add_typer(schemas_app, name="schemas")
 SourceArg = Annotated[
     str, typer.Argument(help="Folder, bucket prefix, glob, or .parquet/.jsonl/.csv manifest")
 ]
+TargetMbOpt = Annotated[
+    float | None,
+    typer.Option(help="Size of the committed output files, MB (default 128)"),
+]
+AudioColumnOpt = Annotated[
+    str | None,
+    typer.Option(help="Packed Parquet sources: the column holding the audio (default: by type)"),
+]
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder (local or s3://...)")]
 LanguageOpt = Annotated[
     str | None, typer.Option(help="whisper: the audio's language, e.g. de (default: detected)")
@@ -65,6 +73,12 @@ def _spec(**kw):
             base["model"] = {**_mapping(base, "model", spec_path), "batch_size": batch_size}
         if language is not None:
             base["model"] = {**_mapping(base, "model", spec_path), "language": language}
+        target_mb = data.pop("target_file_mb", None)
+        if target_mb is not None:
+            base["output_files"] = {
+                **_mapping(base, "output_files", spec_path),
+                "target_file_mb": target_mb,
+            }
         resources = data.pop("resources", None)
         if resources:
             base["resources"] = {**_mapping(base, "resources", spec_path), **resources}
@@ -152,12 +166,16 @@ def scan(
     storage_option: StorageOpt = None,
     cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    target_file_mb: TargetMbOpt = None,
+    audio_column: AudioColumnOpt = None,
 ) -> None:
     """Inventory an archive: one Parquet row per file with codec, rate, channels, duration and
     status — the CPU half of `earmark run`, with no model."""
     spec = _spec(
         source=source,
         output=out_,
+        target_file_mb=target_file_mb,
+        audio_column=audio_column,
         storage_options=_storage(storage_option),
         resources={"cluster_cpus": cpus} if cpus else None,
     )
@@ -178,6 +196,8 @@ def run(
     language: LanguageOpt = None,
     cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    target_file_mb: TargetMbOpt = None,
+    audio_column: AudioColumnOpt = None,
     retry_errors: Annotated[
         str | None,
         typer.Option(
@@ -200,6 +220,8 @@ def run(
         model=model,
         batch_size=batch_size,
         language=language,
+        target_file_mb=target_file_mb,
+        audio_column=audio_column,
         storage_options=_storage(storage_option) or None,
         resources={"cluster_cpus": cpus} if cpus else None,
     )

@@ -14,6 +14,40 @@ console = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_cmd)
     app.command("report")(report_cmd)
+    app.command("compact")(compact_cmd)
+
+
+def compact_cmd(
+    output: Annotated[str, typer.Argument(help="Output folder of `earmark run` or `scan`")],
+    target_file_mb: Annotated[
+        float, typer.Option(help="Size of the files to fold into, MB")
+    ] = 128.0,
+    storage_option: Annotated[
+        list[str] | None, typer.Option("--storage-option", "-S", help="key=value")
+    ] = None,
+) -> None:
+    """Fold an output's small files into right-sized ones (exactly once: every fold is
+    journaled, and a compaction that is killed is finished by the next earmark command on the
+    output), then keep one row per file. Do not run it while a job writes to the output."""
+    from earmark.contracts import JobError
+    from earmark.sink.commit import compact_output
+    from earmark.sink.repair import repair_output
+    from earmark.storage import parse_storage_options
+
+    try:
+        opts = parse_storage_options(storage_option) or None
+        if target_file_mb <= 0:
+            raise ValueError(f"--target-file-mb must be positive, got {target_file_mb}")
+        got = compact_output(output, opts, int(target_file_mb * (1 << 20)))
+        fixed = repair_output(output, opts)
+    except (JobError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    removed = fixed["duplicates"] + fixed["superseded"]
+    print(
+        f"{output}: {got.files_before} files → {got.files_after}, {fixed['rows']} rows "
+        f"({got.folds} folds; {removed} duplicate or superseded rows removed)"
+    )
 
 
 def eval_cmd(

@@ -203,3 +203,38 @@ def _stream_rows(sink: Any, fs: Any, sources: list[str], drop: dict[str, list[in
         if pending:
             writer.write_table(pa.concat_tables(pending))
     return rows
+
+
+@dataclass
+class CompactResult:
+    files_before: int
+    files_after: int
+    rows: int
+    folds: int
+
+
+def compact_output(
+    output: str, storage_options: dict[str, Any] | None, target_bytes: int
+) -> CompactResult:
+    """Fold an output's small files (staged batches, and committed parts under half the target,
+    such as the one-file-per-batch outputs of earlier versions) into parts of about the target
+    size, exactly once (each fold is journaled; a killed compaction resumes on the next run)."""
+    from earmark.sink.shards import list_parts
+
+    fs, _ = root_of(output, storage_options)
+    recover(output, storage_options)
+    before = len(list_parts(output, storage_options)) + len(list_staged(output, storage_options))
+    results = fold_staging(output, storage_options, target_bytes)
+    small = []
+    for p in list_parts(output, storage_options):
+        size = int(fs.info(p).get("size") or 0)
+        if size < target_bytes // 2:
+            small.append((p, size))
+    for group in plan_folds(small, target_bytes, final=True):
+        if len(group) > 1:
+            results.append(fold(output, group, storage_options))
+    parts = list_parts(output, storage_options)
+    rows = 0
+    for p in parts:
+        rows += _rows_of(fs, p)
+    return CompactResult(before, len(parts), rows, len(results))
