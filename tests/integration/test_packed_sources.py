@@ -93,8 +93,8 @@ def test_packed_parquet_and_tar_shards_one_row_per_member(tmp_path):
     # the truncated shard: what came before the cut, then an error row where it broke
     cut = {k: r for k, r in rows.items() if k.startswith("shard-002.tar")}
     assert cut["shard-002.tar#t0"]["status"] == "ok"
-    broken = [r for r in cut.values() if r["status"] == "error"]
-    assert len(broken) == 1 and broken[0]["error_kind"] == "truncated"
+    assert cut["shard-002.tar#t1"]["status"] == "ok"  # whole before the cut
+    assert cut["shard-002.tar#t2"]["error_kind"] == "truncated" and len(cut) == 3
     assert rows["loose.flac"]["status"] == "ok"
     assert summary.files_ok + summary.files_error == len(rows) == summary.output_rows
     assert summary.files_listed == len(rows)
@@ -131,8 +131,9 @@ def test_packed_shards_on_s3(tmp_path, s3_server):
     assert rows["train-00000.parquet#4"]["status"] == "ok"
     assert rows["shard-001.tar.gz#g0"]["duration_s"] == pytest.approx(2.0, abs=0.01)
     assert rows["shard-002.tar#t0"]["status"] == "ok"
-    # 5 parquet rows, 5 tar samples, 2 gzip, t0 and the cut before t1, one loose file
-    assert summary.output_rows == len(rows) == 15
+    # 5 parquet rows, 5 tar samples, 2 gzip, t0 and t1 whole and t2 cut, one loose file
+    assert summary.output_rows == len(rows) == 16
+    assert rows["shard-002.tar#t2"]["error_kind"] == "truncated"
 
 
 def test_a_packed_parquet_file_named_as_the_source_and_its_audio_column(tmp_path):
