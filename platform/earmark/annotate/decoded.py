@@ -14,7 +14,7 @@ import pyarrow as pa
 from earmark import __version__
 from earmark.annotate.packed import member_rows
 from earmark.audio.decode import decode_audio
-from earmark.audio.fetch import read_and_decode
+from earmark.audio.fetch import prefetch_small, read_and_decode
 from earmark.contracts import OUTPUT_SCHEMA, EarmarkError, ErrorKind, ErrorStage, LimitsSpec
 
 # Rows travel between stages with the output columns plus the pickled windows and padding counts.
@@ -152,12 +152,12 @@ class DecodeStage:
             yield from self._decode_packed(recs)
             return
         if self.ledger is None:
-            yield from map(self.decode_one, recs)
+            yield from self._decode_all(recs)
             return
         tried = self.ledger.attempts([r["audio_id"] for r in recs])
         if not tried:
             token = self.ledger.begin([r["audio_id"] for r in recs])
-            yield from map(self.decode_one, recs)  # streamed: one decoded file held at a time
+            yield from self._decode_all(recs)  # streamed: one decoded file held at a time
             self.ledger.succeed(token)
             return
         for rec in recs:
@@ -169,6 +169,12 @@ class DecodeStage:
             row = self.decode_one(rec)
             self.ledger.succeed(token)
             yield row
+
+    def _decode_all(self, recs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Decoded rows in order; small files in an object store are fetched together first."""
+        fetched = prefetch_small(recs, self.limits, self.storage_options)
+        for rec in recs:
+            yield self.decode_one(rec, fetched.pop(rec["uri"], None))
 
     def _decode_packed(self, recs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Members of packed shards, read straight from the shard's bytes (no temp files)."""

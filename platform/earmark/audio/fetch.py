@@ -9,6 +9,7 @@ from earmark.audio.decode import DecodedAudio, decode_audio
 from earmark.contracts import EarmarkError, ErrorKind, ErrorStage, LimitsSpec
 from earmark.storage import classify_os_error, get_fs, is_local
 
+PREFETCH_MAX_BYTES = 8 << 20  # objects up to this size are fetched whole, together
 RETRY_BACKOFF_S = 0.2  # first pause between read attempts; doubles each time
 REMOTE_BLOCK_BYTES = 8 << 20  # read-ahead block for remote objects (fewer, larger GETs)
 
@@ -61,3 +62,33 @@ def _read_once(
             )
     with fs.open(path, "rb", block_size=REMOTE_BLOCK_BYTES, cache_type="readahead") as f:
         return decode_audio(f, what=uri, max_duration_s=limits.max_duration_s, keep_samples=keep)
+
+
+def prefetch_small(
+    recs: list[dict[str, Any]], limits: LimitsSpec, storage_options: dict[str, Any] | None
+) -> dict[str, bytes]:
+    """The bytes of a group's small objects in an object store, fetched concurrently in one
+    batch (uri → bytes). Opening an object to decode it costs a HEAD and a GET one after the
+    other; for short clips that round trip, not decoding, is the work (20,000 objects on a local
+    S3 server: about 30 ms per file). Objects that fail here are left out: the caller reads them
+    one by one, with the usual retries and error rows."""
+    cap = min(PREFETCH_MAX_BYTES, limits.max_file_bytes)
+    small = [
+        r["uri"]
+        for r in recs
+        if not r.get("list_error")
+        and not r.get("packed")
+        and not r["uri"].startswith("file://")
+        and 0 < (r.get("size_bytes") or 0) <= cap
+    ]
+    if len(small) < 2:
+        return {}
+    fs, _ = get_fs(small[0], storage_options)
+    if is_local(fs):
+        return {}
+    paths = {get_fs(u, storage_options)[1]: u for u in small}
+    try:
+        got = fs.cat(list(paths), on_error="return")
+    except Exception:  # the batch as a whole failed: read one by one
+        return {}
+    return {paths[p]: v for p, v in got.items() if isinstance(v, bytes) and p in paths}

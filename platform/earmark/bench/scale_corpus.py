@@ -34,8 +34,9 @@ STAMP = "_scale_corpus.json"
 NEW_DIR = "new"  # under files/: the files added for the "1 % new" rerun
 CLIP_S = (1.0, 5.0)  # range of packed-comparison clip lengths, seconds
 CLIP_SR = 16_000  # Hz of the packed-comparison clips
-ROW_GROUP = 100  # Parquet rows per row group
-SHARD_CLIPS = 250  # clips per Parquet file and per tar shard
+ROW_GROUP = 100  # Parquet rows per row group: the listing's unit of a Parquet file
+PARQUET_ROWS = 500  # clips per Parquet file (and per folder of loose clips)
+TAR_MEMBERS = 100  # clips per tar shard: one decode task each, like a Parquet row group
 
 
 def seed_files(folder: Path) -> list[Path]:
@@ -143,8 +144,9 @@ def flac_bytes(x: np.ndarray, sr: int = CLIP_SR) -> bytes:
 
 
 def packed_corpora(root: Path, clips: list[np.ndarray]) -> dict[str, Path]:
-    """The same FLAC clips as loose files, as Parquet files ({bytes, path} struct column
-    `audio`, ROW_GROUP rows per group) and as WebDataset tar shards (key.flac + key.json).
+    """The same FLAC clips as loose files (PARQUET_ROWS to a folder), as Parquet files of
+    PARQUET_ROWS rows ({bytes, path} struct column `audio`, ROW_GROUP rows per group) and as
+    WebDataset tar shards of TAR_MEMBERS clips (key.flac + key.json).
     Folders by form: {"loose": ..., "parquet": ..., "webdataset": ...}."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -155,23 +157,24 @@ def packed_corpora(root: Path, clips: list[np.ndarray]) -> dict[str, Path]:
         p.mkdir(parents=True)
     data = [flac_bytes(c) for c in clips]
     keys = [f"clip{i:06d}" for i in range(len(data))]
-    for key, b in zip(keys, data, strict=True):
-        (forms["loose"] / f"{key}.flac").write_bytes(b)
+    meta = [json.dumps({"seconds": len(c) / CLIP_SR}) for c in clips]
+    for i, (key, b) in enumerate(zip(keys, data, strict=True)):
+        folder = forms["loose"] / f"d{i // PARQUET_ROWS:04d}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{key}.flac").write_bytes(b)
     audio_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    for s in range(0, len(data), SHARD_CLIPS):
-        part = range(s, min(s + SHARD_CLIPS, len(data)))
+    for s in range(0, len(data), PARQUET_ROWS):
+        part = range(s, min(s + PARQUET_ROWS, len(data)))
         audio = pa.array([{"bytes": data[i], "path": f"{keys[i]}.flac"} for i in part], audio_type)
-        meta = pa.array([json.dumps({"seconds": len(clips[i]) / CLIP_SR}) for i in part])
-        table = pa.table({"audio": audio, "meta_json": meta})
-        shard = s // SHARD_CLIPS
-        pq.write_table(
-            table, forms["parquet"] / f"shard-{shard:05d}.parquet", row_group_size=ROW_GROUP
-        )
-        with tarfile.open(forms["webdataset"] / f"shard-{shard:05d}.tar", "w") as tar:
-            for i in part:
-                meta_json = json.dumps({"seconds": len(clips[i]) / CLIP_SR}).encode()
-                for name, payload in ((f"{keys[i]}.flac", data[i]), (f"{keys[i]}.json", meta_json)):
+        table = pa.table({"audio": audio, "meta_json": pa.array([meta[i] for i in part])})
+        path = forms["parquet"] / f"part-{s // PARQUET_ROWS:05d}.parquet"
+        pq.write_table(table, path, row_group_size=ROW_GROUP)
+    for s in range(0, len(data), TAR_MEMBERS):
+        with tarfile.open(forms["webdataset"] / f"shard-{s // TAR_MEMBERS:05d}.tar", "w") as tar:
+            for i in range(s, min(s + TAR_MEMBERS, len(data))):
+                for name, payload in ((f"{keys[i]}.flac", data[i]), (f"{keys[i]}.json", meta[i])):
+                    raw = payload if isinstance(payload, bytes) else payload.encode()
                     info = tarfile.TarInfo(name)
-                    info.size, info.mtime = len(payload), 0
-                    tar.addfile(info, io.BytesIO(payload))
+                    info.size, info.mtime = len(raw), 0
+                    tar.addfile(info, io.BytesIO(raw))
     return forms

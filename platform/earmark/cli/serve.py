@@ -272,7 +272,7 @@ def bench_scale_cmd(
     ] = False,
     packed_clips: Annotated[
         int, typer.Option(min=1, help="Speech clips (1-5 s) in the packed comparison")
-    ] = 500,
+    ] = 2000,
     workdir: Annotated[str | None, typer.Option(help="Where to put the corpora (kept)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here")] = None,
 ) -> None:
