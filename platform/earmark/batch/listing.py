@@ -82,6 +82,8 @@ class Grouper:
         self.rows.append(row)
         self.size += b
         self.key = key
+        if key is None and len(self.rows) >= self.max_files:  # full: hand it on at once
+            yield from self.flush()
 
     def flush(self) -> Iterator[list[dict[str, Any]]]:
         if self.rows:

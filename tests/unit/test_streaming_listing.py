@@ -1,0 +1,141 @@
+"""The listing streams: units planned cheaply, manifests cut into chunks that together list every
+row once, sizes in a manifest trusted without a request, and a listing task that hands on its
+first groups before it has listed the rest of its unit (no Ray: the stage functions directly)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from earmark.batch import listing as stage
+from earmark.contracts import JobError
+from earmark.sink.index import IdSet
+from earmark.source import manifest, walk
+from earmark.source.walk import expand_unit, list_unit, plan_units
+from paths import DEMO
+
+FOX = DEMO / "s01_fox.wav"
+
+
+def _manifest(tmp_path, n: int, **extra) -> str:
+    shutil.copy(FOX, tmp_path / "a.wav")
+    lines = [
+        json.dumps({"uri": "a.wav" if i == 0 else f"x{i}.wav", "i": i, **extra}) for i in range(n)
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_manifest_in_byte_chunks_lists_every_row_exactly_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(manifest, "CHUNK_BYTES", 200)  # lines of ~30 bytes: many chunks
+    src = _manifest(tmp_path, 100, size=5)
+    units = list(plan_units(src, None))
+    assert len(units) > 10 and all(u["kind"] == "manifest" for u in units)
+    rows = [r for u in units for page in list_unit(u, None) for r in page]
+    assert sorted(int(dict(r["meta"])["i"]) for r in rows) == list(range(100))
+
+
+def test_a_parquet_manifest_is_cut_by_row_groups(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(manifest, "CHUNK_ROWS", 10)
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"uri": [f"f{i}.wav" for i in range(45)]}), path, row_group_size=10)
+    units = list(plan_units(str(path), None))
+    assert [u["row_groups"] for u in units] == [[0], [1], [2], [3], [4]]
+    rows = [r for u in units for page in list_unit(u, None) for r in page]
+    assert len({r["uri"] for r in rows}) == 45
+
+
+def test_a_manifest_size_is_trusted_without_a_request(tmp_path):
+    """With a size column no file is stat'ed: a missing file gets its error when read, and the
+    id hashes the manifest's size and version."""
+    src = _manifest(tmp_path, 2, size=123, etag="v1")
+    (row0, row1) = [r for u in plan_units(src, None) for p in list_unit(u, None) for r in p]
+    assert row0["size_bytes"] == 123 != FOX.stat().st_size  # the manifest's, not the file's
+    assert row1["list_error"] is None  # x1.wav does not exist: nobody asked yet
+    from earmark.source.listing import audio_id_for
+
+    assert row0["audio_id"] == audio_id_for(row0["uri"], 123, "v1")
+
+
+def test_without_a_size_each_row_is_stat_ed_by_the_listing_task(tmp_path):
+    src = _manifest(tmp_path, 2)
+    (row0, row1) = [r for u in plan_units(src, None) for p in list_unit(u, None) for r in p]
+    assert row0["size_bytes"] == FOX.stat().st_size and row1["list_error"]["kind"] == "not_found"
+
+
+def test_manifest_refusals_come_before_any_work(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"uri": "a.wav"}\n{"uri": " "}\n{"path": "b"}\n')
+    with pytest.raises(JobError, match=r"2 row\(s\) with an empty 'uri' \(row 2, 3\)"):
+        list(plan_units(str(tmp_path / "m.jsonl"), None))
+    (tmp_path / "n.csv").write_text("path\nb.wav\n")
+    with pytest.raises(JobError, match="no 'uri' column"):
+        list(plan_units(str(tmp_path / "n.csv"), None))
+
+
+def test_a_folder_plans_one_unit_and_a_task_fans_out_over_its_subfolders(tmp_path):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        shutil.copy(FOX, tmp_path / d / "x.wav")
+    shutil.copy(FOX, tmp_path / "top.wav")
+    (unit,) = plan_units(str(tmp_path), None)
+    parts = list(expand_unit(unit, None))
+    assert sorted(p["kind"] for p in parts) == ["infos", "tree", "tree"]
+    rows = [r for p in parts for page in list_unit(p, None) for r in page]
+    assert sorted(r["uri"].rsplit("/", 2)[-2] + "/" + r["uri"].rsplit("/", 1)[1] for r in rows) == [
+        "a/x.wav", "b/x.wav", f"{tmp_path.name}/top.wav"
+    ]  # fmt: skip
+
+
+class _Tally:
+    def __init__(self):
+        self.calls = []
+
+    class _Remote:
+        def __init__(self, calls):
+            self.calls = calls
+
+        def remote(self, *a):
+            self.calls.append(a)
+
+    @property
+    def add(self):
+        return self._Remote(self.calls)
+
+
+def test_the_listing_task_hands_on_groups_page_by_page_and_skips_done_files(monkeypatch):
+    """Pages come from a generator that records how far it was read: the first groups leave the
+    task before the second page is listed, and files already in the output never leave it."""
+    read = []
+
+    def pages(unit, opts, col):
+        for p in range(3):
+            read.append(p)
+            yield [{"audio_id": f"{p}-{i}".ljust(24, "0"), "uri": f"u{p}{i}", "size_bytes": 1}
+                   for i in range(8)]  # fmt: skip
+
+    monkeypatch.setattr(stage, "list_unit", pages)
+    done = IdSet.of([f"0-{i}".ljust(24, "0") for i in range(4)])
+    index = {"done": None, "retry": None}
+    monkeypatch.setattr(stage, "resolve_index", lambda _i: (done, IdSet(np.array([], "S24"))))
+    tally = _Tally()
+    fn = stage.list_fn({}, None, 4, index, tally)
+    out = fn(pa.table({"unit": [pickle.dumps({"kind": "tree"})]}))
+    first = next(out)
+    assert read == [0]  # only the first page was listed so far
+    (group,) = [pickle.loads(g) for g in first["files"].to_pylist()]
+    assert [r["audio_id"][:3] for r in group] == ["0-4", "0-5", "0-6", "0-7"]
+    rest = [r for t in out for g in t["files"].to_pylist() for r in pickle.loads(g)]
+    assert len(rest) == 16 and read == [0, 1, 2]
+    assert tally.calls[0] == (8, 4, 0)  # listed, done before, retried
+
+
+def test_walk_module_constants_bound_a_task():
+    assert walk.PAGE_ROWS <= 10_000 and walk.PATHS_PER_UNIT <= 100_000
