@@ -12,7 +12,8 @@ import pytest
 
 from earmark.audio.fetch import read_and_decode
 from earmark.contracts import LimitsSpec
-from earmark.storage import check_writable, full_uri, get_fs, iter_file_pages, iter_top_level
+from earmark.storage import check_writable, full_uri, get_fs
+from earmark.storage.paging import iter_file_pages, iter_top_level
 from servers import FlakyProxy, ThrottlingProxy, filer_copy, filer_delete, upload_demo
 
 N_DIRS, PER_DIR = 20, 1000  # 20,000 objects in 20 subprefixes

@@ -19,10 +19,9 @@ from earmark.storage import (
     S3FS_RETRIES,
     full_uri,
     get_fs,
-    iter_file_pages,
-    iter_top_level,
     parse_storage_options,
 )
+from earmark.storage.paging import iter_file_pages, iter_top_level
 
 # ---------------------------------------------------------------- local folders
 

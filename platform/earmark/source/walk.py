@@ -29,7 +29,8 @@ from earmark.source.listing import (
     version_of,
 )
 from earmark.source.packed import audio_column, is_tar_shard, parquet_row_groups
-from earmark.storage import classify_os_error, full_uri, get_fs, iter_file_pages, iter_top_level
+from earmark.storage import classify_os_error, full_uri, get_fs
+from earmark.storage.paging import iter_file_pages, iter_top_level
 
 PAGE_ROWS = 1000  # listing rows handed on at a time
 STAT_THREADS = 32  # files named one by one (globs, manifests without sizes) are stat'ed in parallel
