@@ -11,18 +11,17 @@ the shard. Nothing here holds more than one member's bytes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from earmark.contracts import EarmarkError, ErrorKind, ErrorStage, LimitsSpec
+from earmark.audio.fetch import wait_or_raise
+from earmark.contracts import EarmarkError, LimitsSpec
 from earmark.source.listing import audio_id_for
 from earmark.source.packed import Member, iter_parquet_members, iter_tar_members
-from earmark.storage import classify_os_error, get_fs
+from earmark.storage import get_fs
 
-RETRY_BACKOFF_S = 0.2  # first pause before reading a shard again; doubles each time
 REMOTE_BLOCK_BYTES = 8 << 20  # read-ahead block for shards in object stores
 
 
@@ -77,13 +76,7 @@ def _with_retries(uri: str, limits: LimitsSpec, attempt_fn: Any) -> Iterator[Any
         except EarmarkError:
             raise
         except Exception as exc:
-            err = classify_os_error(exc, ErrorStage.READ, uri)
-            if err.kind in (ErrorKind.NOT_FOUND, ErrorKind.PERMISSION_DENIED):
-                raise err from exc
-            if attempt >= limits.read_retries:
-                err.message += f" after {attempt + 1} attempts"
-                raise err from exc
-            time.sleep(RETRY_BACKOFF_S * (2**attempt))
+            wait_or_raise(exc, uri, attempt, limits)
             attempt += 1
 
 

@@ -41,14 +41,20 @@ def read_and_decode(
         except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
             raise classify_os_error(exc, ErrorStage.READ, uri) from exc
         except Exception as exc:  # network hiccups, throttling, connection resets
-            err = classify_os_error(exc, ErrorStage.READ, uri)
-            if err.kind in (ErrorKind.NOT_FOUND, ErrorKind.PERMISSION_DENIED):
-                raise err from exc
-            if attempt >= limits.read_retries:
-                err.message += f" after {attempt + 1} attempts"
-                raise err from exc
-            time.sleep(RETRY_BACKOFF_S * (2**attempt))
+            wait_or_raise(exc, uri, attempt, limits)
             attempt += 1
+
+
+def wait_or_raise(exc: Exception, uri: str, attempt: int, limits: LimitsSpec) -> None:
+    """After a failed read: raise the read error when it is final (missing, forbidden, or
+    `limits.read_retries` used up), else wait (exponential backoff) before the next attempt."""
+    err = classify_os_error(exc, ErrorStage.READ, uri)
+    if err.kind in (ErrorKind.NOT_FOUND, ErrorKind.PERMISSION_DENIED):
+        raise err from exc
+    if attempt >= limits.read_retries:
+        err.message += f" after {attempt + 1} attempts"
+        raise err from exc
+    time.sleep(RETRY_BACKOFF_S * (2**attempt))
 
 
 def _read_once(

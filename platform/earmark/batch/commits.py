@@ -1,4 +1,5 @@
-"""Right-sized output files while a job runs: the driver folds staged batches into parts.
+"""The output on the Ray side: what it holds before a run, right-sized files while the job
+runs (the driver folds staged batches into parts), one row per file at the end.
 
 Each batch an Annotator (or a scan's decode task) finishes is staged as one small file and
 reported to the driver with its size (sink.shards.write_rows). Once the reported files reach
@@ -16,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 
 from earmark.sink.commit import FoldResult, fold, fold_staging, plan_folds, recover
+from earmark.sink.index import scan_output
+from earmark.sink.repair import repair_output
 
 MB = 1 << 20
 
@@ -88,3 +91,43 @@ def settle_output(output: str, storage_options: dict[str, Any], target_mb: float
     found = recover(output, storage_options)
     fold_staging(output, storage_options, int(target_mb * MB))
     return found
+
+
+def start_index(
+    output: str, storage_options: dict[str, Any], retry_errors: frozenset[str] | None
+) -> dict[str, Any]:
+    """What the output holds, read by a task (sink.index.scan_output): the done and retry id
+    sets stay in the object store for the listing tasks; the driver gets only counts."""
+    import ray
+
+    done, retry, info = _scan_task().remote(output, storage_options, retry_errors)
+    return {"done": done, "retry": retry, "info": ray.get(info)}
+
+
+def _scan_task() -> Any:
+    import ray
+
+    def scan(output: str, opts: dict[str, Any], kinds: frozenset[str] | None):
+        index = scan_output(output, opts, kinds)
+        info = {
+            "rows": index.rows,
+            "ok": index.ok,
+            "drop": sum(len(v) for v in index.drop.values()),
+            "duplicates": index.duplicates,
+            "superseded": index.superseded,
+        }
+        return index.done, index.retry, info
+
+    return ray.remote(scan).options(num_cpus=0, num_returns=3)
+
+
+def finish_output(
+    output: str, storage_options: dict[str, Any], before: dict[str, Any], wrote: bool
+) -> dict[str, int]:
+    """One row per file at the end of a run: rows to drop (sink.index) are folded away in a
+    task. Nothing written and nothing to drop: the output is as the start found it."""
+    import ray
+
+    if not wrote and not before["drop"]:
+        return {**before, "duplicates": 0, "superseded": 0}
+    return ray.get(ray.remote(repair_output).options(num_cpus=0).remote(output, storage_options))

@@ -14,12 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from earmark.batch.commits import Committer, settle_output
+from earmark.batch.commits import Committer, finish_output, settle_output, start_index
 from earmark.batch.summary import JobSummary, new_acc
 from earmark.compute.resources import check_plan, init_ray, local_cluster_size
 from earmark.contracts import JobError, JobSpec
-from earmark.sink.index import scan_output
-from earmark.sink.repair import repair_output
 from earmark.sink.shards import SUMMARY_COLUMNS, SUMMARY_NAME, claim_output, clean_temp, list_parts
 from earmark.source.walk import plan_units
 from earmark.storage import check_writable, get_fs
@@ -119,46 +117,6 @@ def run_job(
     fs, root = get_fs(out, opts)
     fs.pipe_file(f"{root.rstrip('/')}/{SUMMARY_NAME}", summary.to_json().encode())
     return summary
-
-
-def start_index(
-    output: str, storage_options: dict[str, Any], retry_errors: frozenset[str] | None
-) -> dict[str, Any]:
-    """What the output holds, read by a task (sink.index.scan_output): the done and retry id
-    sets stay in the object store for the listing tasks; the driver gets only counts."""
-    import ray
-
-    done, retry, info = _scan_task().remote(output, storage_options, retry_errors)
-    return {"done": done, "retry": retry, "info": ray.get(info)}
-
-
-def _scan_task() -> Any:
-    import ray
-
-    def scan(output: str, opts: dict[str, Any], kinds: frozenset[str] | None):
-        index = scan_output(output, opts, kinds)
-        info = {
-            "rows": index.rows,
-            "ok": index.ok,
-            "drop": sum(len(v) for v in index.drop.values()),
-            "duplicates": index.duplicates,
-            "superseded": index.superseded,
-        }
-        return index.done, index.retry, info
-
-    return ray.remote(scan).options(num_cpus=0, num_returns=3)
-
-
-def finish_output(
-    output: str, storage_options: dict[str, Any], before: dict[str, Any], wrote: bool
-) -> dict[str, int]:
-    """One row per file at the end of a run: rows to drop (sink.index) are folded away in a
-    task. Nothing written and nothing to drop: the output is as the start found it."""
-    import ray
-
-    if not wrote and not before["drop"]:
-        return {**before, "duplicates": 0, "superseded": 0}
-    return ray.get(ray.remote(repair_output).options(num_cpus=0).remote(output, storage_options))
 
 
 def _peek(spec: JobSpec) -> list[dict[str, Any]]:

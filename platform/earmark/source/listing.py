@@ -58,7 +58,6 @@ def meta_value(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
 
 
-
 def stat_row(
     uri: str, meta: dict[str, str] | None, storage_options: dict[str, Any] | None
 ) -> dict[str, Any]:
