@@ -163,10 +163,10 @@ def test_a_relative_output_is_refused_before_contacting_the_cluster(head, tmp_pa
     assert r.returncode != 0 and "relative path" in r.stderr
 
 
-def progress_counts(logs: str) -> list[tuple[int, int]]:
-    """(done, total) of every progress line, in order."""
-    found = re.findall(rf"{re.escape(PROGRESS_PREFIX)} (\d+)/(\d+) files", logs)
-    return [(int(d), int(t)) for d, t in found]
+def progress_counts(logs: str) -> list[tuple[int, int, bool]]:
+    """(done, total, still listing) of every progress line, in order."""
+    found = re.findall(rf"{re.escape(PROGRESS_PREFIX)} (\d+)/(\d+)(\+?) files", logs)
+    return [(int(d), int(t), bool(plus)) for d, t, plus in found]
 
 
 def test_a_submitted_job_logs_progress_lines_while_it_runs(head, tmp_path):
@@ -182,7 +182,8 @@ def test_a_submitted_job_logs_progress_lines_while_it_runs(head, tmp_path):
     )  # fmt: skip
     try:
         first = next((ln for ln in follow.stdout if PROGRESS_PREFIX in ln), None)
-        assert first is not None and progress_counts(first) == [(0, 14)], first
+        # at once, before anything is listed: nothing done, and the total still growing
+        assert first is not None and progress_counts(first) == [(0, 0, True)], first
         assert str(head.client().get_job_status(sid)) == "RUNNING"
         status = head.cli("jobs", "status", sid)
         assert status.returncode == 0 and PROGRESS_PREFIX in status.stdout, status.stdout
@@ -196,8 +197,13 @@ def test_a_submitted_job_logs_progress_lines_while_it_runs(head, tmp_path):
     logs = head.cli("jobs", "logs", sid)
     assert logs.returncode == 0, logs.stderr
     counts = progress_counts(logs.stdout)
-    assert len(counts) >= 3 and {t for _, t in counts} == {14}, counts  # start, timer, end
-    done = [d for d, _ in counts]
+    assert len(counts) >= 3, counts  # start, timer, end
+    totals = [t for _, t, _ in counts]
+    assert totals == sorted(totals) and counts[-1] == (14, 14, False), counts
+    # once the listing is over the total is final; it is a lower bound only while listing
+    assert {t for _, t, listing in counts if not listing} == {14}, counts
+    assert all(t <= 14 for t in totals)
+    done = [d for d, _, _ in counts]
     assert done == sorted(done) and done[0] == 0 and done[-1] == 14, done
     line = next(ln for ln in logs.stdout.splitlines() if ln.startswith(f"{PROGRESS_PREFIX} 14/"))
     assert re.search(r"audio h, 0 errors, [\d.]+ files/s, [\d.]+ audio h/wall h, elapsed", line)

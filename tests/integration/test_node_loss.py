@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from earmark.sink.shards import read_output
 from paths import DEMO, REPO
 from ray_nodes import add_worker, ray_head
 
@@ -48,11 +49,14 @@ def write_job(tmp_path: Path) -> Path:
     return path
 
 
-def wait_until(condition, timeout: float, proc: subprocess.Popen, what: str) -> float:
+def wait_until(condition, timeout: float, proc: subprocess.Popen, what: str, log: Path) -> float:
     """Poll `condition` until it holds; returns when it did (monotonic seconds)."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert proc.poll() is None, f"the job exited ({proc.returncode}) before {what}"
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"the job exited ({proc.returncode}) before {what}:\n{log.read_text()[-3000:]}"
+            )
         assert time.monotonic() < deadline, f"no {what} in {timeout} s"
         time.sleep(0.2)
     return time.monotonic()
@@ -69,12 +73,16 @@ def test_a_dead_worker_that_breaks_the_plan_is_said_and_stops_the_job(tmp_path):
             proc = subprocess.Popen(cmd, cwd=REPO, env=head.env, stdout=subprocess.DEVNULL,
                                     stderr=err, start_new_session=True)  # fmt: skip
         try:
-            wait_until(lambda: any(out.glob("*.parquet")), FIRST_SHARD_TIMEOUT_S, proc, "shard")
+            # a staged batch: files are being annotated (parts are folded from these later)
+            staged = out / "_staging"
+            wait_until(
+                lambda: any(staged.glob("*.staged")), FIRST_SHARD_TIMEOUT_S, proc, "shard", err_path
+            )
             worker.kill()
             killed = time.monotonic()
             said = wait_until(
                 lambda: "earmark cluster: the cluster lost node" in err_path.read_text(),
-                SAID_WITHIN_S, proc, "node-loss message",
+                SAID_WITHIN_S, proc, "node-loss message", err_path,
             )  # fmt: skip
             assert said - killed < SAID_WITHIN_S
             proc.wait(timeout=STOPPED_WITHIN_S)
@@ -91,4 +99,5 @@ def test_a_dead_worker_that_breaks_the_plan_is_said_and_stops_the_job(tmp_path):
     assert ours[-1] == f"earmark cluster: no node came back in {GRACE_S} s: stopping the job"
     (error,) = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
     assert lost in error and f"no node came back in {GRACE_S} s" in error
-    assert len(list(out.glob("*.parquet"))) < FILES  # stopped, not finished
+    written = read_output(str(out), staged=True, columns=["audio_id"]).num_rows
+    assert 0 < written < FILES  # stopped, not finished

@@ -187,6 +187,32 @@ def test_annotate_row_equals_batch_row(server, s3_server):
     assert from_s3.json()["uri"] == "s3://audio/fox.wav"
 
 
+def test_a_member_of_a_packed_shard_by_its_row_uri(server, s3_server, tmp_path):
+    """`SHARD#KEY`, the uri a job's row gives a member, is one clip for Serve too; a whole shard,
+    a key it does not hold and a shard over http(s) are refused with what to send instead."""
+    from packed_factory import hf_parquet, tar_shard
+
+    fox = (DEMO / "s01_fox.wav").read_bytes()
+    tar_shard(tmp_path / "s.tar", [("k0", {"wav": wav_bytes(0.5)}), ("fox", {"wav": fox})])
+    hf_parquet(tmp_path / "d.parquet", [("silence.wav", wav_bytes(0.5)), ("fox.wav", fox)], 1)
+    for name in ("s.tar", "d.parquet"):
+        s3_server.admin.put(str(tmp_path / name), f"audio/packed/{name}")
+    want = post_file(server, "s01_fox.wav").json()["transcript"]
+    for uri in ("s3://audio/packed/s.tar#fox", "s3://audio/packed/d.parquet#1"):
+        r = httpx.post(f"{server}/v1/annotate", headers=AUTH, json={"url": uri}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["uri"] == uri and r.json()["transcript"] == want
+        assert r.json()["size_bytes"] == len(fox)
+    for url, status, words in [
+        ("s3://audio/packed/s.tar", 400, "packed shard of many clips"),
+        ("s3://audio/packed/s.tar#nope", 400, "no sample with the key 'nope'"),
+        ("s3://audio/packed/d.parquet#9", 400, "no row 9"),
+        ("https://example.com/s.tar#fox", 400, "object-store URLs only"),
+    ]:
+        r = httpx.post(f"{server}/v1/annotate", headers=AUTH, json={"url": url}, timeout=60)
+        _assert_error(r, status, words)
+
+
 # -- load: 32 concurrent clients --------------------------------------------------------------
 
 

@@ -19,6 +19,12 @@ def test_a_line_has_counts_hours_errors_rates_and_elapsed():
     )
 
 
+def test_while_the_source_is_listed_the_total_is_a_lower_bound():
+    line = format_line(Snapshot(3, 40, 0.0, 0, 1.0, listing=True))
+    assert line.startswith("earmark progress: 3/40+ files (listing), 0.000 audio h, 0 errors")
+    assert "%" not in line
+
+
 def test_latest_line_is_the_last_one_in_the_logs():
     logs = "\n".join(
         [

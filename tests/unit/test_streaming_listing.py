@@ -94,20 +94,32 @@ def test_a_folder_plans_one_unit_and_a_task_fans_out_over_its_subfolders(tmp_pat
     ]  # fmt: skip
 
 
+class _Remote:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *a):
+        return self.fn(*a)
+
+
 class _Tally:
-    def __init__(self):
-        self.calls = []
+    """The tally actor's methods called in-process: `.add.remote(...)` records the call and
+    `.units.remote(d)` moves a real Tally's count (the tasks call it as they would the actor)."""
 
-    class _Remote:
-        def __init__(self, calls):
-            self.calls = calls
-
-        def remote(self, *a):
-            self.calls.append(a)
+    def __init__(self, units: int = 0):
+        self.calls, self.real, self.open_seen = [], stage.Tally(units), []
 
     @property
     def add(self):
-        return self._Remote(self.calls)
+        return _Remote(lambda *a: self.calls.append(a))
+
+    @property
+    def units(self):
+        def move(d):
+            self.real.units(d)
+            self.open_seen.append(self.real.units_open)
+
+        return _Remote(move)
 
 
 def test_the_listing_task_hands_on_groups_page_by_page_and_skips_done_files(monkeypatch):
@@ -139,3 +151,31 @@ def test_the_listing_task_hands_on_groups_page_by_page_and_skips_done_files(monk
 
 def test_walk_module_constants_bound_a_task():
     assert walk.PAGE_ROWS <= 10_000 and walk.PATHS_PER_UNIT <= 100_000
+
+
+def test_the_tally_says_the_listing_goes_on_until_every_unit_is_listed(tmp_path, monkeypatch):
+    """A folder split by its expand task into subfolders and pages: the open count never reaches
+    0 while a part is still to be listed, and does once the last one is (progress lines show
+    `N+ files (listing)` until then)."""
+    import ray
+
+    monkeypatch.setattr(ray, "get", lambda ref: ref)  # the fake tally answers at once
+    monkeypatch.setattr(walk, "PAGE_ROWS", 2)  # the folder's own 5 files: 3 pages
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        shutil.copy(FOX, tmp_path / d / "x.wav")
+    for i in range(5):
+        shutil.copy(FOX, tmp_path / f"top{i}.wav")
+    units = list(plan_units(str(tmp_path), None))
+    tally = _Tally(len(units))
+    expand = stage.expand_fn({}, tally)
+    parts = [t["unit"][0].as_py() for t in expand(pa.table({"unit": [pickle.dumps(units[0])]}))]
+    assert len(parts) == 5 and tally.real.totals()["listing"]  # 2 subfolders + 3 pages
+    assert tally.real.units_open == 5 and min(tally.open_seen) > 0
+    monkeypatch.setattr(stage, "resolve_index", lambda _i: (IdSet(np.array([], "S24")),) * 2)
+    list_task = stage.list_fn({}, None, 64, {}, tally)
+    for i, part in enumerate(parts):
+        files = [r for t in list_task(pa.table({"unit": [part]})) for g in t["files"].to_pylist()
+                 for r in pickle.loads(g)]  # fmt: skip
+        assert files and tally.real.totals()["listing"] == (i < len(parts) - 1)
+    assert tally.real.units_open == 0 and sum(c[0] for c in tally.calls) == 7

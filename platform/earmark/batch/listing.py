@@ -35,10 +35,18 @@ SCAN_GROUP_FILES = 256
 
 
 class Tally:
-    """Counts of the listing, kept by a small actor the listing and decode tasks report to."""
+    """Counts of the listing, kept by a small actor the listing and decode tasks report to.
+    `units_open` counts listing units not yet listed to the end: the planned ones, plus the
+    parts an expand task splits a folder into (counted before they are handed on, so the count
+    cannot reach 0 while a part is in flight), less each unit a listing task finished. At 0 the
+    source is listed (a tar shard's members are still counted as its decode task reads it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, units: int = 0) -> None:
         self.listed = self.done_before = self.retried = 0
+        self.units_open = units
+
+    def units(self, delta: int) -> None:
+        self.units_open += delta
 
     def add(self, listed: int, done_before: int, retried: int) -> None:
         self.listed += listed
@@ -46,13 +54,18 @@ class Tally:
         self.retried += retried
 
     def totals(self) -> dict[str, int]:
-        return {"listed": self.listed, "done_before": self.done_before, "retried": self.retried}
+        return {
+            "listed": self.listed,
+            "done_before": self.done_before,
+            "retried": self.retried,
+            "listing": self.units_open > 0,
+        }
 
 
-def start_tally() -> Any:
+def start_tally(units: int) -> Any:
     import ray
 
-    return ray.remote(Tally).options(num_cpus=0, max_restarts=0).remote()
+    return ray.remote(Tally).options(num_cpus=0, max_restarts=0).remote(units)
 
 
 class Grouper:
@@ -100,11 +113,18 @@ def groups_table(groups: list[list[dict[str, Any]]]) -> pa.Table:
     )
 
 
-def expand_fn(storage_options: dict[str, Any]):
+def expand_fn(storage_options: dict[str, Any], tally: Any):
+    import ray
+
     def expand(batch: pa.Table) -> Iterator[pa.Table]:
-        for unit in batch.column("unit").to_pylist():
-            for part in expand_unit(pickle.loads(unit), storage_options):
+        for unit in map(pickle.loads, batch.column("unit").to_pylist()):
+            split = unit["kind"] == "root"  # other units pass as they are
+            for part in expand_unit(unit, storage_options):
+                if split:  # counted before it is handed on (see Tally)
+                    ray.get(tally.units.remote(1))
                 yield pa.table({"unit": [pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)]})
+            if split:
+                tally.units.remote(-1)
 
     return expand
 
@@ -138,6 +158,7 @@ def list_fn(
             out = list(grouper.flush())
             if out:
                 yield groups_table(out)
+            tally.units.remote(-1)
 
     return list_units
 

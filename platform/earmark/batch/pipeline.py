@@ -70,7 +70,7 @@ def build_dataset(
         override_num_blocks=max(1, len(units)),
     )
     ds = ds.map_batches(
-        expand_fn(opts), batch_size=None, batch_format="pyarrow", num_cpus=LIST_NUM_CPUS
+        expand_fn(opts, tally), batch_size=None, batch_format="pyarrow", num_cpus=LIST_NUM_CPUS
     ).repartition(target_num_rows_per_block=1)
     max_files = res.files_per_batch if with_model else SCAN_GROUP_FILES
     ds = ds.map_batches(

@@ -29,6 +29,7 @@ class Snapshot:
     audio_s: float
     errors: int
     elapsed_s: float
+    listing: bool = False  # the source is still being listed: `total` will grow
 
 
 def interval_s() -> float:
@@ -42,11 +43,13 @@ def interval_s() -> float:
 
 
 def format_line(s: Snapshot) -> str:
-    """One line with files done/total, audio hours, errors, both rates and the elapsed time."""
+    """One line with files done/total, audio hours, errors, both rates and the elapsed time.
+    While the source is still being listed the total is what was found so far: `N+ files`."""
     wall = max(s.elapsed_s, 1e-9)
     pct = 100.0 * s.done / s.total if s.total else 100.0
+    counts = f"{s.total}+ files (listing)" if s.listing else f"{s.total} files ({pct:.0f}%)"
     return (
-        f"{PREFIX} {s.done}/{s.total} files ({pct:.0f}%), {s.audio_s / 3600:.3f} audio h, "
+        f"{PREFIX} {s.done}/{counts}, {s.audio_s / 3600:.3f} audio h, "
         f"{s.errors} errors, {s.done / wall:.2f} files/s, "
         f"{s.audio_s / wall:.1f} audio h/wall h, elapsed {_clock(s.elapsed_s)}"
     )
@@ -80,28 +83,38 @@ class ProgressLines:
         total: int,
         interval: float | None = None,
         write: Callable[[str], object] = _print_line,
+        listing: bool = False,
     ) -> None:
         self._total = total
         self._interval = interval if interval is not None else interval_s()
         self._write = write
         self._lock = threading.Lock()
         self._done, self._audio_s, self._errors = 0, 0.0, 0
+        self._listing = listing
         self._t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, name="earmark-progress", daemon=True)
 
-    def update(self, done: int, audio_s: float, errors: int, total: int | None = None) -> None:
-        """Running totals; `total` grows while the source is still being listed."""
+    def update(
+        self,
+        done: int,
+        audio_s: float,
+        errors: int,
+        total: int | None = None,
+        listing: bool = False,
+    ) -> None:
+        """Running totals; `total` grows while the source is still being listed (`listing`)."""
         with self._lock:
             self._done, self._audio_s, self._errors = done, audio_s, errors
+            self._listing = listing
             if total is not None:
                 self._total = total
 
     def snapshot(self) -> Snapshot:
         with self._lock:
             done, audio_s, errors = self._done, self._audio_s, self._errors
-            total = self._total
-        return Snapshot(done, total, audio_s, errors, time.monotonic() - self._t0)
+            total, listing = self._total, self._listing
+        return Snapshot(done, total, audio_s, errors, time.monotonic() - self._t0, listing)
 
     def __enter__(self) -> ProgressLines:
         self._t0 = time.monotonic()

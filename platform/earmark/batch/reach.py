@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from earmark.contracts import JobError
@@ -42,9 +43,10 @@ def _what_node_sees(probe: str | None, token: str, sources: list[str]) -> dict[s
 
 
 def check_every_node_sees(
-    output: str, storage_options: dict[str, Any], listed: list[dict[str, Any]]
+    output: str, storage_options: dict[str, Any], peek: Callable[[], list[dict[str, Any]]]
 ) -> None:
-    """Raise JobError naming the node and the fix when a node cannot see a local path."""
+    """Raise JobError naming the node and the fix when a node cannot see a local path. `peek`
+    gives a few listed files (called only on a cluster of several nodes: listing costs)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -57,7 +59,7 @@ def check_every_node_sees(
         if is_local(fs)
         else None
     )
-    sources = _local_samples(listed)
+    sources = _local_samples(peek())
     if probe is None and not sources:
         return
     token = uuid.uuid4().hex

@@ -83,7 +83,7 @@ def run_job(
     check_every_node_sees(out, opts, lambda: _peek(spec))
     summary = JobSummary(job_id=spec.job_id or "", files_listed=0, files_done_before=0)
     acc = new_acc()
-    tally = start_tally()
+    tally = start_tally(len(units))
     ledger = start_ledger(spec.failures) if with_model else None
     decode_ledger = start_ledger(spec.failures, what="the decoder")
     ds = build_dataset(
@@ -184,26 +184,27 @@ def _consume(
                 ok = batch.column("status").to_numpy(zero_copy_only=False) == "ok"
                 summary.errors_now_ok += int((again & ok).sum())
             done += batch.num_rows
-            report(done, acc["audio_s"], summary.files_error, todo.total(ray))
-        report(done, acc["audio_s"], summary.files_error, todo.total(ray, final=True))
+            report(done, acc["audio_s"], summary.files_error, *todo.total(ray))
+        report(done, acc["audio_s"], summary.files_error, *todo.total(ray, final=True))
 
 
 class _Todo:
-    """Files to do so far (listed, less those done before), asked of the tally once a second."""
+    """Files to do so far (listed, less those done before) and whether the listing goes on,
+    asked of the tally once a second."""
 
     def __init__(self, tally: Any) -> None:
-        self.tally, self.at, self.value = tally, 0.0, 0
+        self.tally, self.at, self.value = tally, 0.0, (0, True)
 
-    def total(self, ray: Any, final: bool = False) -> int:
+    def total(self, ray: Any, final: bool = False) -> tuple[int, bool]:
         now = time.monotonic()
         if final or now - self.at >= 1.0:
             t = ray.get(self.tally.totals.remote())
-            self.value, self.at = t["listed"] - t["done_before"], now
+            self.value, self.at = (t["listed"] - t["done_before"], t["listing"] and not final), now
         return self.value
 
 
-# files done, audio seconds, errors, files to do so far (running totals)
-Report = Callable[[int, float, int, int], None]
+# files done, audio seconds, errors, files to do so far, still listing (running totals)
+Report = Callable[[int, float, int, int, bool], None]
 
 
 @contextmanager
@@ -215,12 +216,12 @@ def _progress_display(enabled: bool) -> Iterator[Report]:
     from earmark.batch.progress import ProgressLines
 
     if not enabled:
-        yield lambda done, audio_s, errors, total: None
+        yield lambda done, audio_s, errors, total, listing: None
     elif get_console().is_terminal:  # the console rich's Progress draws on
         with _rich_bar() as report:
             yield report
     else:
-        with ProgressLines(0) as lines:
+        with ProgressLines(0, listing=True) as lines:
             yield lines.update
 
 
@@ -246,8 +247,10 @@ def _rich_bar() -> Iterator[Report]:
     with Progress(*cols, transient=False) as bar:
         task = bar.add_task("annotating", total=None, hours=0.0, errors=0)
 
-        def report(done: int, audio_s: float, errors: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, hours=audio_s / 3600, errors=errors)
+        def report(done: int, audio_s: float, errors: int, total: int, listing: bool) -> None:
+            what = "listing + annotating" if listing else "annotating"
+            bar.update(task, completed=done, total=total, hours=audio_s / 3600, errors=errors,
+                       description=what)  # fmt: skip
 
         yield report
 

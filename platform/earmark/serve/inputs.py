@@ -13,6 +13,7 @@ import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.datastructures import UploadFile
@@ -22,6 +23,7 @@ from earmark.contracts import TaskRequest, parse_tasks
 from earmark.contracts.errors import validation_problems
 from earmark.serve.config import ServeLimits, UrlPolicy
 from earmark.serve.security import ApiError, check_url, fetch_http, read_body_limited, too_large
+from earmark.source.member import is_packed_shard, split_member_uri
 
 FORM_MAX_FIELDS = 16  # a request has a handful of fields; more is abuse
 FORM_MAX_FIELD_BYTES = 64 << 10  # a prompt or task list, not a payload
@@ -203,6 +205,13 @@ async def load_audio(src: AudioSource, limits: ServeLimits, policy: UrlPolicy) -
     assert src.url is not None
     checked = check_url(src.url, policy)
     if checked.scheme in ("http", "https"):
+        if is_packed_shard(urlsplit(src.url).path):
+            raise ApiError(
+                400,
+                "packed shards (.tar, .tar.gz, .parquet) are read from object-store URLs only "
+                "(s3://BUCKET/SHARD#KEY); over http(s) send one clip",
+                "packed_shard",
+            )
         data, _ = await fetch_http(src.url, policy, limits.max_upload_bytes, limits.url_timeout_s)
         return data
     import asyncio
@@ -215,7 +224,18 @@ def read_object(url: str, policy: UrlPolicy, limit: int) -> bytes:
     from earmark.contracts import ErrorKind, ErrorStage
     from earmark.storage import classify_os_error, get_fs
 
+    member = split_member_uri(url)
+    if member is None and is_packed_shard(url):
+        raise ApiError(
+            400,
+            f"{url} is a packed shard of many clips: name one as URL#KEY (a tar sample's key, "
+            "or a Parquet row number: the `uri` a job's row gives it), or annotate the whole "
+            "shard with a job (earmark run)",
+            "packed_shard",
+        )
     try:
+        if member is not None:
+            return _read_member(*member, policy, limit)
         fs, path = get_fs(url, policy.storage_options)
         size = fs.info(path).get("size")
         if size is not None and size > limit:
@@ -231,6 +251,22 @@ def read_object(url: str, policy: UrlPolicy, limit: int) -> bytes:
     if len(data) > limit:
         raise too_large(limit, "audio at URL")
     return data
+
+
+def _read_member(shard: str, key: str, policy: UrlPolicy, limit: int) -> bytes:
+    """One member of a packed shard; its problems as 400 (413 over the limit) naming it."""
+    from earmark.contracts import EarmarkError, ErrorKind
+    from earmark.source.member import read_member
+    from earmark.storage import get_fs
+
+    fs, path = get_fs(shard, policy.storage_options)
+    try:
+        with fs.open(path, "rb") as f:
+            return read_member(f, shard, key, max_bytes=limit)
+    except EarmarkError as exc:
+        if exc.kind == ErrorKind.TOO_LARGE:
+            raise too_large(limit, "audio at URL") from None
+        raise ApiError(400, exc.message, "url_unreadable") from None
 
 
 def _safe_name(name: str) -> str:

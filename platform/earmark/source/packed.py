@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from typing import IO, Any
 
@@ -35,6 +35,7 @@ class Member:
     meta: dict[str, str] = field(default_factory=dict)  # carried metadata; nulls left out
     error: EarmarkError | None = None  # stage READ; the message names the shard and the key
     size: int | None = None  # bytes of the audio member, None when unknown
+    damage: bool = False  # the shard broke here: nothing after this member could be read
 
 
 def _error(key: str, kind: ErrorKind, message: str, meta=None, size=None) -> Member:
@@ -263,7 +264,8 @@ def iter_tar_members(f: Any, *, max_bytes: int, what: str) -> Iterator[Member]:
             raise
         kind = _damage_kind(stops[-1] if stops else exc)
         kind = ErrorKind.EMPTY_FILE if watched.bytes_read == 0 else kind
-        yield _error("", kind, f"{what} is not a readable tar shard ({type(exc).__name__}: {exc})")
+        msg = f"{what} is not a readable tar shard ({type(exc).__name__}: {exc})"
+        yield replace(_error("", kind, msg), damage=True)
         return
     sample: _Sample | None = None
     seen: set[str] = set()
@@ -297,4 +299,4 @@ def iter_tar_members(f: Any, *, max_bytes: int, what: str) -> Iterator[Member]:
     key = sample.key if sample is not None else ""
     msg = f"{what} is cut or damaged at sample {key!r}, after {done} complete sample(s) and "
     msg += f"{watched.bytes_read} bytes of the shard ({type(broken).__name__}: {broken})"
-    yield _error(key, _damage_kind(broken), msg)
+    yield replace(_error(key, _damage_kind(broken), msg), damage=True)
