@@ -202,3 +202,22 @@ def test_s3_unlistable_source_and_unwritable_output(s3_server, tmp_path):
     bad = {**opts, "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{s3_server.port + 1}"}}
     with pytest.raises(JobError):
         scan("s3://audio/", tmp_path / "o2", storage_options=bad)
+
+
+def test_readers_of_a_folder_mid_job_see_committed_rows_only(tmp_path):
+    """What a reader sees while a job runs: batches staged but not folded are invisible to
+    pandas and Ray Data's own folder readers (as to DuckDB, Polars and pyarrow, tested with the
+    sink), and after the fold every row is seen once."""
+    import pandas as pd
+    import ray
+
+    from earmark.sink.commit import fold
+    from earmark.sink.shards import stage_shard
+    from output_rows import ok_rows
+
+    folded = [stage_shard(ok_rows(ids), str(tmp_path))[0] for ids in (["a", "b"], ["c"])]
+    fold(str(tmp_path), folded)
+    stage_shard(ok_rows(["d", "e", "f"]), str(tmp_path))  # staged, not folded yet
+    assert sorted(pd.read_parquet(tmp_path)["audio_id"]) == ["a", "b", "c"]
+    rows = ray.data.read_parquet(str(tmp_path)).select_columns(["audio_id"]).take_all()
+    assert sorted(r["audio_id"] for r in rows) == ["a", "b", "c"]
