@@ -242,7 +242,7 @@ def _reference_decode(path) -> np.ndarray:
 )
 def test_chunked_decode_equals_frame_by_frame(tmp_path, fmt, channels, sr):
     """Chunks of CHUNK_SAMPLES (several here) give what frame-by-frame conversion gives."""
-    from earmark.audio.decode import CHUNK_SAMPLES
+    from earmark.audio.samples import CHUNK_SAMPLES
 
     seconds = 3.5 * CHUNK_SAMPLES / sr
     x = tone(700, sr, seconds, channels=channels, amp=0.3)
@@ -266,7 +266,7 @@ def test_chunker_splits_where_the_frame_format_changes():
     own rule; a chunk never mixes two formats."""
     import av
 
-    from earmark.audio.decode import _Chunker
+    from earmark.audio.samples import Chunker
 
     rng = np.random.default_rng(0)
 
@@ -290,7 +290,7 @@ def test_chunker_splits_where_the_frame_format_changes():
         frame("flt", "mono", 300),
         frame("s16p", "5.1", 400, rate=22050),
     ]
-    chunker, chunks = _Chunker(), []
+    chunker, chunks = Chunker(), []
     for f in frames:
         out = chunker.add(f, f.samples)
         if out is not None:
