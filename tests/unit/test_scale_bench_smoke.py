@@ -76,3 +76,25 @@ def test_packed_comparison_scans_the_same_clips(tmp_path, capsys):
         assert packed[form]["audio_s_per_s_ratio"] > 0 and packed[form]["files_per_s_ratio"] > 0
     assert "Packed input vs loose files" in out and "webdataset" in out
     assert "earmark scan at archive scale" not in out
+
+
+@pytest.mark.slow
+def test_s3_prefix_gets_the_same_four_measurements(tmp_path, capsys):
+    n = 300
+    res = bench_scale([], str(tmp_path / "w"), s3_objects=n, warmup=False)
+    out = capsys.readouterr().out
+    r = res["s3"]
+    first, done, new, k = r["first"], r["rerun_done"], r["rerun_new"], r["new_files"]
+    assert (r["source"], r["n"], r["prefix"], k) == ("s3", n, "s3://audio/files", 3)
+    assert (first["files_listed"], first["files_done_before"], first["files_ok"]) == (n, 0, n)
+    assert first["files_error"] == 0 and first["output_rows"] == n
+    assert r["output_files"] >= 1 and r["upload_s"] > 0 and r["upload_new_s"] > 0
+    assert (done["files_listed"], done["files_done_before"], done["rows"]) == (n, n, 0)
+    assert (new["files_listed"], new["files_done_before"]) == (n + k, n)
+    assert new["files_ok"] == new["rows"] == k and new["output_rows"] == n + k
+    assert r["duckdb_distinct"] == n + k
+    assert "runs" in res and not res["runs"] and "checks" not in res
+    assert "earmark scan of an S3 prefix (SeaweedFS on 127.0.0.1)" in out
+    assert "earmark scan at archive scale" not in out
+    listed = next(line for line in out.splitlines() if line.startswith("| files listed"))
+    assert [c.strip() for c in listed.strip("|").split("|")][1] == f"{n} / {n}"

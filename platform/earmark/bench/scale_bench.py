@@ -7,7 +7,8 @@ done, the rerun after 1 % new files (its files_ok must be that 1 %), and DuckDB 
 distinct audio_id of the output (must be N + 1 %). Steady state is from the first row's arrival
 at the driver to the end: (files_ok + files_error) / (wall_s - first_file_s). With `--packed`,
 the same speech clips loose, in Parquet (HF struct) and in WebDataset tars are scanned, and the
-decode throughput of the packed forms is compared with the loose files.
+decode throughput of the packed forms is compared with the loose files. With `--s3-objects`,
+the same four measurements on that many tiny objects on a local SeaweedFS (see `scale_s3`).
 
 Figures but the process wall time come from the scan's `_summary.json`. Corpus building is
 never timed (printed apart). One untimed scan of a few files warms the caches first: the first
@@ -21,19 +22,25 @@ import json
 import math
 import os
 import shutil
-import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from earmark.bench import scale_corpus as sc
 from earmark.bench.common import conditions, format_conditions, ratio, say, table, workspace
+from earmark.bench.scale_s3 import bench_s3, format_s3
+from earmark.bench.scale_scan import (
+    DASH,
+    NEW_FRACTION,
+    SCALE_ROWS,
+    cell,
+    duckdb_count,
+    fmt,
+    label,
+    output_parts,
+    scan,
+)
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
-NEW_FRACTION = 0.01  # files added before the third run
-DASH = "—"  # a size that was not run
 RSS_GROWTH_MAX = 1.5  # driver peak RSS at the largest size ≤ this × at the smallest
 FIRST_FILE_MAX_S = 30.0  # time to the first decoded file at 1M
 RATE_MIN = 0.8  # files/s at the largest size ≥ this × at the smallest
@@ -43,63 +50,11 @@ PACKED_MIN = 0.9  # packed decode throughput ≥ this × loose
 WARMUP_FILES = 20  # files of the untimed first scan
 
 
-def _label(n: int) -> str:
-    return f"{n // 10**6}M" if n % 10**6 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
-
-
-def scan(source: Path, out: Path, cpus: int, log: Path) -> dict[str, Any]:
-    """`earmark scan SOURCE --out OUT --cpus CPUS` in a subprocess with no RAY_ADDRESS; its
-    `_summary.json` plus proc_wall_s and steady-state rates. RuntimeError naming the log when
-    the scan fails or writes no summary."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    cmd = [sys.executable, "-m", "earmark.cli", "scan", str(source), "--out", str(out)]
-    cmd += ["--cpus", str(cpus)]
-    load = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    with open(log, "a") as f:
-        f.write(f"$ {' '.join(cmd)}\n")
-        f.flush()
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-    wall = time.perf_counter() - t0
-    path = out / "_summary.json"
-    if rc != 0 or not path.exists():
-        tail = log.read_text().splitlines()[-15:]
-        raise RuntimeError(f"earmark scan {source} exited {rc}; log {log}:\n" + "\n".join(tail))
-    s = json.loads(path.read_text())
-    files = s["rows"] = s["files_ok"] + s["files_error"]
-    s["audio_s"] = s["audio_hours"] * 3600
-    first = s.get("first_file_s")
-    steady = s["wall_s"] - first if first is not None else None
-    s["proc_wall_s"], s["load_1m_before"] = wall, round(load, 2)
-    s["files_per_s"] = files / steady if steady else None
-    s["audio_s_per_s"] = s["audio_s"] / steady if steady else None
-    if first is None and files:
-        say(f"WARNING: {path} has no first_file_s although {files} rows were written")
-    return s
-
-
-def output_parts(out: Path) -> tuple[int, float]:
-    """(number, median MB) of the committed files OUT/part-*.parquet."""
-    sizes = [p.stat().st_size for p in out.glob("part-*.parquet")]
-    return len(sizes), statistics.median(sizes) / 1e6 if sizes else 0.0
-
-
-def duckdb_count(out: Path) -> tuple[int, float]:
-    import duckdb
-
-    t0 = time.perf_counter()
-    con = duckdb.connect()
-    q = f"select count(distinct audio_id) from read_parquet('{out}/*.parquet')"
-    (n,) = con.execute(q).fetchone()
-    con.close()
-    return int(n), time.perf_counter() - t0
-
-
 def bench_size(root: Path, n: int, source: str, cpus: int) -> dict[str, Any]:
     """The four measurements of one size (see the module docstring)."""
     corpus = sc.build_scale_corpus(root / "corpus", n)
     say(
-        f"{_label(n)}: corpus of {n} links {'reused' if corpus['reused'] else 'built'} "
+        f"{label(n)}: corpus of {n} links {'reused' if corpus['reused'] else 'built'} "
         f"in {corpus['build_s']:.1f} s"
     )
     src = corpus["manifest"] if source == "manifest" else corpus["files"]
@@ -107,15 +62,15 @@ def bench_size(root: Path, n: int, source: str, cpus: int) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     log.unlink(missing_ok=True)
     res: dict[str, Any] = {"n": n, "source": source, "corpus_build_s": corpus["build_s"]}
-    say(f"{_label(n)}: first scan")
+    say(f"{label(n)}: first scan")
     res["first"] = scan(src, out, cpus, log)
     res["output_files"], res["median_file_mb"] = output_parts(out)
-    say(f"{_label(n)}: rerun with everything done")
+    say(f"{label(n)}: rerun with everything done")
     res["rerun_done"] = scan(src, out, cpus, log)
     k = max(1, round(n * NEW_FRACTION))
     sc.add_new_files(root / "corpus", n, k)
     res["new_files"] = k
-    say(f"{_label(n)}: rerun with {k} new files")
+    say(f"{label(n)}: rerun with {k} new files")
     res["rerun_new"] = scan(src, out, cpus, log)
     res["final_output_files"], res["final_median_file_mb"] = output_parts(out)
     res["duckdb_distinct"], res["duckdb_s"] = duckdb_count(out)
@@ -166,21 +121,13 @@ def _conditions(cpus: int, source: str, load_before: tuple[float, ...]) -> dict[
     )
 
 
-def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return DASH
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-    return str(v)
-
-
 def _checks(runs: dict[int, dict[str, Any]]) -> dict[str, str]:
     """Each target checked at the largest size run (against the smallest for the ratios)."""
     if not runs:
         return {}
     lo, hi = runs[min(runs)], runs[max(runs)]
-    at = f"at {_label(hi['n'])}"
-    vs = at + (f" vs {_label(lo['n'])}" if lo is not hi else "")
+    at = f"at {label(hi['n'])}"
+    vs = at + (f" vs {label(lo['n'])}" if lo is not hi else "")
 
     def verdict(ok: bool | None, what: str, where: str = at) -> str:
         return DASH if ok is None else f"{'met' if ok else 'MISSED'} ({what} {where}".strip() + ")"
@@ -210,21 +157,6 @@ def _checks(runs: dict[int, dict[str, Any]]) -> dict[str, str]:
     }
 
 
-SCALE_ROWS = (  # (label, fields of a run, shown "a / b", target, check key)
-    ("corpus build s (not timed)", ("corpus_build_s",), "", ""),
-    ("files listed / rows written", ("first.files_listed", "first.rows"), "= N", ""),
-    ("driver peak RSS MiB", ("first.driver_peak_rss_mb",), "1M ≤ 1.5× 10k", "rss"),
-    ("time to first file s", ("first.first_file_s",), "≤ 30 s at 1M", "first"),
-    ("files/s steady state", ("first.files_per_s",), "1M ≥ 0.8× 10k", "rate"),
-    ("wall s: wall_s / process", ("first.wall_s", "first.proc_wall_s"), "", ""),
-    ("output files / median MB", ("output_files", "median_file_mb"), "≤ 100 per 1M", "parts"),
-    ("rerun all done: wall_s / process", ("rerun_done.wall_s", "rerun_done.proc_wall_s"),
-     "≤ 60 s at 1M", "done"),
-    ("rerun +1 %: new files / files_ok", ("new_files", "rerun_new.files_ok"), "equal", ""),
-    ("rerun +1 %: wall_s / process", ("rerun_new.wall_s", "rerun_new.proc_wall_s"),
-     "≤ 60 s + the 1 %'s time", "new"),
-    ("DuckDB distinct audio_id / s", ("duckdb_distinct", "duckdb_s"), "= N + 1 %", "count"),
-)  # fmt: skip
 PACKED_COLS = (  # (header, field of a form's scan)
     ("files", "rows"), ("errors", "files_error"), ("audio s", "audio_s"),
     ("first file s", "first_file_s"), ("wall_s", "wall_s"), ("audio s/s steady", "audio_s_per_s"),
@@ -234,21 +166,15 @@ PACKED_COLS = (  # (header, field of a form's scan)
 )  # fmt: skip
 
 
-def _field(run: dict[str, Any], path: str) -> Any:
-    for key in path.split("."):
-        run = run.get(key) if isinstance(run, dict) else None
-    return run
-
-
 def format_scale(runs: dict[int, dict[str, Any]], sizes: list[int]) -> str:
     checks = _checks(runs)
     cols = sorted(set(DEFAULT_SIZES) | set(sizes))
     rows = [
-        [label, *(" / ".join(_fmt(_field(runs[n], p)) for p in paths) if n in runs else DASH
-                  for n in cols), target, checks.get(key, DASH) if key else ""]
-        for label, paths, target, key in SCALE_ROWS
+        [name, *(cell(runs[n], paths) if n in runs else DASH for n in cols), target,
+         checks.get(key, DASH) if key else ""]
+        for name, paths, target, key in SCALE_ROWS
     ]  # fmt: skip
-    return table(["", *(_label(n) for n in cols), "target", "check"], rows)
+    return table(["", *(label(n) for n in cols), "target", "check"], rows)
 
 
 def format_packed(res: dict[str, Any]) -> str:
@@ -259,7 +185,7 @@ def format_packed(res: dict[str, Any]) -> str:
         check = (
             "" if name == "loose" else DASH if x is None else "met" if x >= PACKED_MIN else "MISSED"
         )
-        rows.append([name, *(_fmt(r.get(f)) for _, f in PACKED_COLS), check])
+        rows.append([name, *(fmt(r.get(f)) for _, f in PACKED_COLS), check])
     return table(["form", *(h for h, _ in PACKED_COLS), f"check (audio s/s ≥ {PACKED_MIN}×)"], rows)
 
 
@@ -273,8 +199,9 @@ def bench_scale(
     packed_clips: int = 2000,
     json_path: Path | None = None,
     warmup: bool = True,
+    s3_objects: int = 0,
 ) -> dict[str, Any]:
-    """Run every size (and the packed comparison), print the tables, write the JSON."""
+    """Run every size (the packed comparison, the S3 prefix), print the tables, write the JSON."""
     load_before = os.getloadavg()
     runs: dict[int, dict[str, Any]] = {}
     res: dict[str, Any] = {"sizes": sizes}
@@ -286,7 +213,11 @@ def bench_scale(
             runs[n] = bench_size(work / f"n{n}", n, source, cpus)
         if packed:
             res["packed"] = bench_packed(work, packed_clips, cpus)
-    res["conditions"] = _conditions(cpus, source, load_before)
+        if s3_objects:
+            res["s3"] = bench_s3(work / f"s3-{s3_objects}", s3_objects, cpus)
+    forms = [f"{source} of local links" if sizes else "", "packed shards" if packed else ""]
+    forms.append(f"an S3 prefix of {s3_objects} objects" if s3_objects else "")
+    res["conditions"] = _conditions(cpus, ", ".join(f for f in forms if f), load_before)
     res["runs"] = {str(n): r for n, r in runs.items()}
     print("\n" + format_conditions(res["conditions"]))
     if sizes:
@@ -294,6 +225,8 @@ def bench_scale(
         print("\nearmark scan at archive scale\n" + format_scale(runs, sizes))
     if packed:
         print("\nPacked input vs loose files (same clips)\n" + format_packed(res["packed"]))
+    if s3_objects:
+        print("\n" + format_s3(res["s3"]))
     if json_path is not None:
         json_path.write_text(json.dumps(res, indent=2, default=str))
     return res

@@ -273,25 +273,31 @@ def bench_scale_cmd(
     packed_clips: Annotated[
         int, typer.Option(min=1, help="Speech clips (1-5 s) in the packed comparison")
     ] = 2000,
+    s3_objects: Annotated[
+        int, typer.Option(help="Also scan this many objects on a local SeaweedFS (e.g. 20000)")
+    ] = 0,
     workdir: Annotated[str | None, typer.Option(help="Where to put the corpora (kept)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here")] = None,
 ) -> None:
     """earmark scan on 10k, 100k, 1M tiny files: driver memory, first file, files/s, reruns,
-    output files, DuckDB count; with --packed, Parquet and WebDataset vs loose files."""
+    output files, DuckDB count; with --packed, Parquet and WebDataset vs loose files; with
+    --s3-objects, the same on an S3 prefix of a local SeaweedFS."""
     from earmark.bench.scale_bench import bench_scale
 
     try:
         size_list = [int(s) for s in sizes.split(",") if s.strip()]
     except ValueError:
         _fail(f"--sizes must be comma-separated integers, got {sizes!r}")
-    if any(n < 1 for n in size_list) or (not size_list and not packed):
-        _fail("--sizes needs positive sizes (or pass --packed to run only the comparison)")
+    if s3_objects < 0:
+        _fail(f"--s3-objects must be 0 or more, got {s3_objects}")
+    if any(n < 1 for n in size_list) or (not size_list and not packed and not s3_objects):
+        _fail("--sizes needs positive sizes (or pass --packed or --s3-objects to run only those)")
     if source not in ("manifest", "folder"):
         _fail(f"--source must be manifest or folder, got {source!r}")
     try:
         bench_scale(
             size_list, workdir, source=source, cpus=cpus, packed=packed,
-            packed_clips=packed_clips, json_path=json_out,
+            packed_clips=packed_clips, json_path=json_out, s3_objects=s3_objects,
         )  # fmt: skip
     except (RuntimeError, OSError, ValueError) as exc:
         _fail(str(exc), code=1)
