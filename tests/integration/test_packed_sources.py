@@ -12,6 +12,7 @@ from audio_factory import tone, write
 from earmark.batch.runner import run_job
 from earmark.contracts import JobSpec
 from earmark.sink.shards import read_output
+from earmark.storage import Location
 from packed_factory import hf_parquet, meta_json, tar_shard
 from servers import S3_READER
 
@@ -55,8 +56,8 @@ def _archive(tmp_path: Path) -> Path:
     return src
 
 
-def _by_key(out, **kw) -> dict[str, dict]:
-    return {r["uri"].rsplit("/", 1)[1]: r for r in read_output(str(out), **kw).to_pylist()}
+def _by_key(out) -> dict[str, dict]:
+    return {r["uri"].rsplit("/", 1)[1]: r for r in read_output(str(out)).to_pylist()}
 
 
 def test_packed_parquet_and_tar_shards_one_row_per_member(tmp_path):
@@ -126,7 +127,7 @@ def test_packed_shards_on_s3(tmp_path, s3_server):
     summary = scan("s3://audio/packed", "s3://out/packed", storage_options=opts)
     rows = {
         r["uri"].rsplit("/", 1)[1]: r
-        for r in read_output("s3://out/packed", storage_options=opts).to_pylist()
+        for r in read_output(Location("s3://out/packed", opts)).to_pylist()
     }
     assert rows["train-00000.parquet#4"]["status"] == "ok"
     assert rows["shard-001.tar.gz#g0"]["duration_s"] == pytest.approx(2.0, abs=0.01)

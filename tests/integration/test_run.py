@@ -21,6 +21,7 @@ from earmark.batch.runner import run_job
 from earmark.compute.resources import ClusterSize, check_plan
 from earmark.contracts import JobError, JobSpec, ResourceSpec
 from earmark.sink.shards import read_output
+from earmark.storage import Location
 from paths import DEMO, REPO
 from servers import S3_READER, upload_demo
 
@@ -265,7 +266,7 @@ def test_run_s3_to_s3(s3_server):
     opts = s3_server.options(S3_READER)
     summary = run_job(job("s3://audio/run", "s3://out/run1", storage_options=opts), progress=False)
     assert summary.files_ok == 4
-    rows = read_output("s3://out/run1", storage_options=opts).to_pylist()
+    rows = read_output(Location("s3://out/run1", opts)).to_pylist()
     assert len(rows) == 4
     for r in rows:
         name = r["uri"].rsplit("/", 1)[1]

@@ -12,7 +12,7 @@ import pytest
 
 from earmark.audio.fetch import read_and_decode
 from earmark.contracts import LimitsSpec
-from earmark.storage import check_writable, full_uri, get_fs
+from earmark.storage import Location, check_writable, full_uri, get_fs
 from earmark.storage.paging import iter_file_pages, iter_top_level
 from servers import FlakyProxy, ThrottlingProxy, filer_copy, filer_delete, upload_demo
 
@@ -143,9 +143,10 @@ def test_every_request_kind_rides_out_503_slowdown(s3_server, small, proxy_for):
     fs.rm_file(f"audio/{prefix}/new.wav")  # DELETE
     fs.rm([f"audio/{prefix}/f0.wav", f"audio/{prefix}/f1.wav"])  # POST ?delete
     # call sites of earmark itself, its own read retry off
-    audio = read_and_decode(f"s3://{fox[5:]}", None, LimitsSpec(read_retries=0), opts)
+    source = Location(f"s3://audio/{prefix}", opts)
+    audio = read_and_decode(f"s3://{fox[5:]}", None, LimitsSpec(read_retries=0), source)
     assert audio.duration_s > 1
-    check_writable(f"s3://audio/{prefix}/out", opts)
+    check_writable(source.child("out"))
     remaining = set(s3_server.admin.find(f"audio/{prefix}"))
     assert remaining == set(data) - {f"audio/{prefix}/f0.wav", f"audio/{prefix}/f1.wav"} | {fox[5:]}
     kinds = ["ListObjectsV2", "HeadObject", "GetObject", "PutObject", "DeleteObject"]
@@ -219,10 +220,11 @@ def test_scan_of_a_prefix_streams_every_object_into_one_row(s3_server, archive):
         source=f"s3://audio/{prefix}/d00", output=f"s3://out/{prefix}", storage_options=opts
     )
     first = run_job(spec, with_model=False, progress=False)
-    ids = read_output(spec.output, opts, columns=["audio_id", "uri"])
+    out = Location(spec.output, opts)
+    ids = read_output(out, columns=["audio_id", "uri"])
     assert ids.num_rows == len(expected) == first.files_listed == first.output_rows == 1000
     assert len(set(ids["audio_id"].to_pylist())) == ids.num_rows
     assert sorted(u.removeprefix("s3://") for u in ids["uri"].to_pylist()) == expected
-    assert len(list_parts(spec.output, opts)) == first.output_files == 1
+    assert len(list_parts(out)) == first.output_files == 1
     again = run_job(spec, with_model=False, progress=False)
     assert again.files_done_before == len(expected) and again.files_ok + again.files_error == 0

@@ -17,6 +17,7 @@ from earmark.batch.runner import run_job
 from earmark.cli import app
 from earmark.contracts import OUTPUT_SCHEMA, JobError, JobSpec
 from earmark.sink.shards import read_output
+from earmark.storage import Location
 from paths import DEMO
 from servers import S3_READER, upload_demo
 
@@ -28,8 +29,9 @@ def scan(source: str, out: Path | str, **kw):
     return run_job(spec, with_model=False, progress=False)
 
 
-def rows_by_name(out, **kw) -> dict[str, dict]:
-    return {Path(r["uri"]).name: r for r in read_output(str(out), **kw).to_pylist()}
+def rows_by_name(out, storage_options=None) -> dict[str, dict]:
+    rows = read_output(Location(str(out), storage_options)).to_pylist()
+    return {Path(r["uri"]).name: r for r in rows}
 
 
 def test_scan_demo_corpus(tmp_path):

@@ -66,7 +66,7 @@ def decoded_rows(n: int, *, broken: int | None = None, empty: int | None = None)
 
 def test_writes_one_shard_per_block_and_returns_summary_columns(tmp_path, fake_model):
     out = tmp_path / "out"
-    ann = Annotator({"family": "whisper"}, [{"name": "asr"}], str(out), None)
+    ann = Annotator({"family": "whisper"}, [{"name": "asr"}], str(out))
     rows = decoded_rows(5, broken=1, empty=3)
     summary = ann(to_work_table(rows))
     assert summary.column_names == [*SUMMARY_COLUMNS, "_staged", "_staged_bytes"]
@@ -87,10 +87,10 @@ def test_writes_one_shard_per_block_and_returns_summary_columns(tmp_path, fake_m
 
 def test_a_retried_block_overwrites_its_shard(tmp_path, fake_model):
     out = tmp_path / "out"
-    ann = Annotator({"family": "whisper"}, [{"name": "asr"}], str(out), None)
+    ann = Annotator({"family": "whisper"}, [{"name": "asr"}], str(out))
     block = to_work_table(decoded_rows(4))
     ann(block)
-    Annotator({"family": "whisper"}, [{"name": "asr"}], str(out), None)(block)  # the retry
+    Annotator({"family": "whisper"}, [{"name": "asr"}], str(out))(block)  # the retry
     assert len(list((out / "_staging").iterdir())) == 1
     assert not [p for p in out.rglob(".tmp-*")]
     ids = read_output(str(out), columns=["audio_id"], staged=True).column("audio_id").to_pylist()

@@ -61,7 +61,7 @@ def test_plan_folds_cuts_by_size_and_keeps_the_rest_until_the_end():
 def test_fold_staging_makes_right_sized_parts(tmp_path):
     _stage(tmp_path, [[f"{b}-{i}" for i in range(50)] for b in range(12)])
     one = list_staged(str(tmp_path))[0][1]
-    fold_staging(str(tmp_path), None, target_bytes=one * 4)
+    fold_staging(str(tmp_path), target_bytes=one * 4)
     assert len(list_parts(str(tmp_path))) == 3 and len(_ids(tmp_path)) == 600
     meta = pq.ParquetFile(list_parts(str(tmp_path))[0]).metadata
     assert meta.num_row_groups == 1  # folded into one row group, not one per batch
@@ -104,7 +104,7 @@ def test_a_fold_killed_between_any_two_steps_loses_and_duplicates_nothing(tmp_pa
     # every row is somewhere, exactly as often as the next run will count it
     recover(str(tmp_path))
     assert _ids(tmp_path, staged=True) == ["a", "b", "c", "d", "p1", "p2"]
-    fold_staging(str(tmp_path), None, target_bytes=1 << 30)
+    fold_staging(str(tmp_path), target_bytes=1 << 30)
     assert _ids(tmp_path) == ["a", "b", "c", "d", "p1", "p2"]
     assert list_staged(str(tmp_path)) == [] and not os.listdir(tmp_path / "_commits")
 
@@ -147,7 +147,7 @@ def test_index_of_done_retry_and_rows_to_drop(tmp_path):
     assert len(scan_output(out, retry_kinds=frozenset()).retry) == 2  # b and c
     assert len(scan_output(out).retry) == 0  # a plain rerun retries nothing
     assert (index.duplicates, index.superseded, index.rows, index.ok) == (1, 2, 5, 3)
-    fold_staging(out, None, 1 << 30)
+    fold_staging(out, 1 << 30)
     got = repair_output(out)
     assert got["rows"] == 5 and _ids(tmp_path) == ["a", "b", "c", "d", "e2"]
     rows = {r["audio_id"]: r["status"] for r in read_output(out).to_pylist()}

@@ -17,6 +17,7 @@ from earmark.contracts import JobError
 from earmark.sink.index import IdSet
 from earmark.source import manifest, walk
 from earmark.source.walk import expand_unit, list_unit, plan_units
+from earmark.storage import Location
 from paths import DEMO
 
 FOX = DEMO / "s01_fox.wav"
@@ -35,9 +36,9 @@ def _manifest(tmp_path, n: int, **extra) -> str:
 def test_a_manifest_in_byte_chunks_lists_every_row_exactly_once(tmp_path, monkeypatch):
     monkeypatch.setattr(manifest, "CHUNK_BYTES", 200)  # lines of ~30 bytes: many chunks
     src = _manifest(tmp_path, 100, size=5)
-    units = list(plan_units(src, None))
+    units = list(plan_units(src))
     assert len(units) > 10 and all(u["kind"] == "manifest" for u in units)
-    rows = [r for u in units for page in list_unit(u, None) for r in page]
+    rows = [r for u in units for page in list_unit(u, Location(src)) for r in page]
     assert sorted(int(dict(r["meta"])["i"]) for r in rows) == list(range(100))
 
 
@@ -47,17 +48,17 @@ def test_a_parquet_manifest_is_cut_by_row_groups(tmp_path, monkeypatch):
     monkeypatch.setattr(manifest, "CHUNK_ROWS", 10)
     path = tmp_path / "m.parquet"
     pq.write_table(pa.table({"uri": [f"f{i}.wav" for i in range(45)]}), path, row_group_size=10)
-    units = list(plan_units(str(path), None))
+    units = list(plan_units(str(path)))
     assert [u["row_groups"] for u in units] == [[0], [1], [2], [3], [4]]
-    rows = [r for u in units for page in list_unit(u, None) for r in page]
+    rows = [r for u in units for page in list_unit(u, Location(str(path))) for r in page]
     assert len({r["uri"] for r in rows}) == 45
 
 
 def test_a_manifest_size_is_trusted_without_a_request(tmp_path):
     """With a size column no file is stat'ed: a missing file gets its error when read, and the
     id hashes the manifest's size and version."""
-    src = _manifest(tmp_path, 2, size=123, etag="v1")
-    (row0, row1) = [r for u in plan_units(src, None) for p in list_unit(u, None) for r in p]
+    src = Location(_manifest(tmp_path, 2, size=123, etag="v1"))
+    (row0, row1) = [r for u in plan_units(src) for p in list_unit(u, src) for r in p]
     assert row0["size_bytes"] == 123 != FOX.stat().st_size  # the manifest's, not the file's
     assert row1["list_error"] is None  # x1.wav does not exist: nobody asked yet
     from earmark.source.listing import audio_id_for
@@ -66,18 +67,18 @@ def test_a_manifest_size_is_trusted_without_a_request(tmp_path):
 
 
 def test_without_a_size_each_row_is_stat_ed_by_the_listing_task(tmp_path):
-    src = _manifest(tmp_path, 2)
-    (row0, row1) = [r for u in plan_units(src, None) for p in list_unit(u, None) for r in p]
+    src = Location(_manifest(tmp_path, 2))
+    (row0, row1) = [r for u in plan_units(src) for p in list_unit(u, src) for r in p]
     assert row0["size_bytes"] == FOX.stat().st_size and row1["list_error"]["kind"] == "not_found"
 
 
 def test_manifest_refusals_come_before_any_work(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"uri": "a.wav"}\n{"uri": " "}\n{"path": "b"}\n')
     with pytest.raises(JobError, match=r"2 row\(s\) with an empty 'uri' \(row 2, 3\)"):
-        list(plan_units(str(tmp_path / "m.jsonl"), None))
+        list(plan_units(str(tmp_path / "m.jsonl")))
     (tmp_path / "n.csv").write_text("path\nb.wav\n")
     with pytest.raises(JobError, match="no 'uri' column"):
-        list(plan_units(str(tmp_path / "n.csv"), None))
+        list(plan_units(str(tmp_path / "n.csv")))
 
 
 def test_a_folder_plans_one_unit_and_a_task_fans_out_over_its_subfolders(tmp_path):
@@ -85,10 +86,11 @@ def test_a_folder_plans_one_unit_and_a_task_fans_out_over_its_subfolders(tmp_pat
         (tmp_path / d).mkdir()
         shutil.copy(FOX, tmp_path / d / "x.wav")
     shutil.copy(FOX, tmp_path / "top.wav")
-    (unit,) = plan_units(str(tmp_path), None)
-    parts = list(expand_unit(unit, None))
+    src = Location(str(tmp_path))
+    (unit,) = plan_units(src)
+    parts = list(expand_unit(unit, src))
     assert sorted(p["kind"] for p in parts) == ["infos", "tree", "tree"]
-    rows = [r for p in parts for page in list_unit(p, None) for r in page]
+    rows = [r for p in parts for page in list_unit(p, src) for r in page]
     assert sorted(r["uri"].rsplit("/", 2)[-2] + "/" + r["uri"].rsplit("/", 1)[1] for r in rows) == [
         "a/x.wav", "b/x.wav", f"{tmp_path.name}/top.wav"
     ]  # fmt: skip
@@ -127,7 +129,7 @@ def test_the_listing_task_hands_on_groups_page_by_page_and_skips_done_files(monk
     task before the second page is listed, and files already in the output never leave it."""
     read = []
 
-    def pages(unit, opts, col):
+    def pages(unit, source, col):
         for p in range(3):
             read.append(p)
             yield [{"audio_id": f"{p}-{i}".ljust(24, "0"), "uri": f"u{p}{i}", "size_bytes": 1}
@@ -138,7 +140,7 @@ def test_the_listing_task_hands_on_groups_page_by_page_and_skips_done_files(monk
     index = {"done": None, "retry": None}
     monkeypatch.setattr(stage, "resolve_index", lambda _i: (done, IdSet(np.array([], "S24"))))
     tally = _Tally()
-    fn = stage.list_fn({}, None, 4, index, tally)
+    fn = stage.list_fn(Location("memory://nowhere"), None, 4, index, tally)
     out = fn(pa.table({"unit": [pickle.dumps({"kind": "tree"})]}))
     first = next(out)
     assert read == [0]  # only the first page was listed so far
@@ -166,14 +168,15 @@ def test_the_tally_says_the_listing_goes_on_until_every_unit_is_listed(tmp_path,
         shutil.copy(FOX, tmp_path / d / "x.wav")
     for i in range(5):
         shutil.copy(FOX, tmp_path / f"top{i}.wav")
-    units = list(plan_units(str(tmp_path), None))
+    src = Location(str(tmp_path))
+    units = list(plan_units(src))
     tally = _Tally(len(units))
-    expand = stage.expand_fn({}, tally)
+    expand = stage.expand_fn(src, tally)
     parts = [t["unit"][0].as_py() for t in expand(pa.table({"unit": [pickle.dumps(units[0])]}))]
     assert len(parts) == 5 and tally.real.totals()["listing"]  # 2 subfolders + 3 pages
     assert tally.real.units_open == 5 and min(tally.open_seen) > 0
     monkeypatch.setattr(stage, "resolve_index", lambda _i: (IdSet(np.array([], "S24")),) * 2)
-    list_task = stage.list_fn({}, None, 64, {}, tally)
+    list_task = stage.list_fn(src, None, 64, {}, tally)
     for i, part in enumerate(parts):
         files = [r for t in list_task(pa.table({"unit": [part]})) for g in t["files"].to_pylist()
                  for r in pickle.loads(g)]  # fmt: skip

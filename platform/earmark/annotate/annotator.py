@@ -42,6 +42,7 @@ from earmark.audio.windows import Window
 from earmark.contracts import ErrorKind, ErrorStage, ModelSpec, TaskRequest
 from earmark.models.base import AudioModel, ModelInputError
 from earmark.models.registry import load_model
+from earmark.storage import Location, LocationLike
 
 log = logging.getLogger(__name__)
 FATAL_EXIT_CODE = 70  # an Annotator process that exits on a fatal failure (EX_SOFTWARE)
@@ -77,14 +78,13 @@ class Annotator:
         self,
         model: ModelSpec | dict,
         tasks: list[TaskRequest] | list[dict],
-        output: str | None = None,
-        storage_options: dict[str, Any] | None = None,
+        output: LocationLike | None = None,
         ledger: Ledger | None = None,
     ) -> None:
         self.spec = model if isinstance(model, ModelSpec) else ModelSpec.model_validate(model)
         self.tasks = [t if isinstance(t, TaskRequest) else TaskRequest(**t) for t in tasks]
-        self.output = output  # batch job: write each block's rows as a shard (see module doc)
-        self.storage_options = storage_options or {}
+        # batch job: write each block's rows as a shard (see module doc)
+        self.output = None if output is None else Location.of(output)
         self.ledger = ledger  # batch job: attempts per file across restarts (see failures.py)
         # one model call at a time, whatever the threads; re-entrant because a batch job
         # holds it across a whole group of files (see _annotate_group)
@@ -160,7 +160,7 @@ class Annotator:
             return table
         from earmark.sink.shards import write_rows
 
-        return write_rows(table, self.output, self.storage_options)
+        return write_rows(table, self.output)
 
     def annotate_block(self, batch: pa.Table) -> pa.Table:
         """Decoded rows (work schema) → the same rows annotated, payloads dropped."""

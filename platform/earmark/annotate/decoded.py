@@ -16,6 +16,7 @@ from earmark.annotate.packed import member_rows
 from earmark.audio.decode import decode_audio
 from earmark.audio.fetch import prefetch_small, read_and_decode
 from earmark.contracts import OUTPUT_SCHEMA, EarmarkError, ErrorKind, ErrorStage, LimitsSpec
+from earmark.storage import Location
 
 # Rows travel between stages with the output columns plus the pickled windows and padding counts.
 WORK_SCHEMA = (
@@ -53,14 +54,14 @@ class DecodeStage:
     def __init__(
         self,
         limits: LimitsSpec | dict,
-        storage_options: dict[str, Any] | None,
+        source: Location | None,
         job_id: str,
         family: str | None = None,
         ledger: Any = None,
         skip: tuple[Any, Any, Any] | None = None,
     ) -> None:
         self.limits = limits if isinstance(limits, LimitsSpec) else LimitsSpec(**limits)
-        self.storage_options = storage_options or {}
+        self.source = source  # the files' filesystem and options (None: each URI alone)
         self.job_id = job_id
         self.ledger = ledger  # batch job: decode attempts across crashed processes
         # batch job: (done ids, retry ids, tally) to skip the done members of tar shards, whose
@@ -110,7 +111,7 @@ class DecodeStage:
                     rec["uri"],
                     rec.get("size_bytes"),
                     self.limits,
-                    self.storage_options,
+                    self.source,
                     keep_samples=keep,
                 )
         except EarmarkError as err:
@@ -172,7 +173,7 @@ class DecodeStage:
 
     def _decode_all(self, recs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Decoded rows in order; small files in an object store are fetched together first."""
-        fetched = prefetch_small(recs, self.limits, self.storage_options)
+        fetched = prefetch_small(recs, self.limits, self.source)
         for rec in recs:
             yield self.decode_one(rec, fetched.pop(rec["uri"], None))
 
@@ -181,7 +182,7 @@ class DecodeStage:
         loose = [r for r in recs if not r.get("packed")]
         yield from map(self.decode_one, loose)
         for rec, data in member_rows(
-            [r for r in recs if r.get("packed")], self.limits, self.storage_options, self.skip
+            [r for r in recs if r.get("packed")], self.limits, self.source, self.skip
         ):
             yield self.decode_one(rec, data)
 

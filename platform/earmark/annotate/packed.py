@@ -20,7 +20,7 @@ from earmark.audio.fetch import wait_or_raise
 from earmark.contracts import EarmarkError, LimitsSpec
 from earmark.source.listing import audio_id_for
 from earmark.source.packed import Member, iter_parquet_members, iter_tar_members
-from earmark.storage import get_fs
+from earmark.storage import Location
 
 REMOTE_BLOCK_BYTES = 8 << 20  # read-ahead block for shards in object stores
 
@@ -45,9 +45,10 @@ def _with_member(rec: dict[str, Any], m: Member) -> tuple[dict[str, Any], bytes 
 def member_rows(
     recs: list[dict[str, Any]],
     limits: LimitsSpec,
-    storage_options: dict[str, Any] | None,
+    source: Location | None,
     skip: tuple[Any, Any, Any] | None,
 ) -> Iterator[tuple[dict[str, Any], bytes | None]]:
+    """(row, member bytes) of the listed members of packed shards of `source`."""
     by_shard: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for r in recs:
         p = r["packed"]
@@ -55,14 +56,14 @@ def member_rows(
     for (uri, _), group in by_shard.items():
         if group[0]["packed"]["kind"] == "tar":
             for rec in group:
-                yield from _tar_rows(rec, limits, storage_options, skip)
+                yield from _tar_rows(rec, limits, source, skip)
         else:
-            yield from _parquet_rows(uri, group, limits, storage_options)
+            yield from _parquet_rows(uri, group, limits, source)
 
 
-def _open(uri: str, storage_options: dict[str, Any] | None) -> Any:
-    fs, path = get_fs(uri, storage_options)
-    return fs.open(path, "rb", block_size=REMOTE_BLOCK_BYTES, cache_type="readahead")
+def _open(uri: str, source: Location | None) -> Any:
+    shard = source.at(uri) if source is not None else Location(uri)
+    return shard.fs.open(shard.path, "rb", block_size=REMOTE_BLOCK_BYTES, cache_type="readahead")
 
 
 def _with_retries(uri: str, limits: LimitsSpec, attempt_fn: Any) -> Iterator[Any]:
@@ -84,14 +85,14 @@ def _parquet_rows(
     uri: str,
     recs: list[dict[str, Any]],
     limits: LimitsSpec,
-    storage_options: dict[str, Any] | None,
+    source: Location | None,
 ) -> Iterator[tuple[dict[str, Any], bytes | None]]:
     p = recs[0]["packed"]
     wanted = {str(r["packed"]["row"]): r for r in recs}
     handed: set[str] = set()
 
     def attempt() -> Iterator[tuple[dict[str, Any], bytes | None]]:
-        with _open(uri, storage_options) as f:
+        with _open(uri, source) as f:
             for m in iter_parquet_members(
                 f,
                 p["column"],
@@ -114,14 +115,14 @@ def _parquet_rows(
 def _tar_rows(
     rec: dict[str, Any],
     limits: LimitsSpec,
-    storage_options: dict[str, Any] | None,
+    source: Location | None,
     skip: tuple[Any, Any, Any] | None,
 ) -> Iterator[tuple[dict[str, Any], bytes | None]]:
     shard = rec["packed"]
     handed: set[str] = set()
 
     def attempt() -> Iterator[tuple[dict[str, Any], bytes | None]]:
-        with _open(shard["uri"], storage_options) as f:
+        with _open(shard["uri"], source) as f:
             for batch in _batched(
                 iter_tar_members(f, max_bytes=limits.max_file_bytes, what=shard["uri"])
             ):

@@ -19,6 +19,7 @@ import pyarrow as pa
 from earmark.sink.commit import FoldResult, fold, fold_staging, plan_folds, recover
 from earmark.sink.index import scan_output
 from earmark.sink.repair import repair_output
+from earmark.storage import Location
 
 MB = 1 << 20
 
@@ -32,8 +33,8 @@ def _fold_remote() -> Any:
 class Committer:
     """Tracks staged files reported by finished batches; folds them by the target size."""
 
-    def __init__(self, output: str, storage_options: dict[str, Any], target_mb: float) -> None:
-        self.output, self.opts = output, storage_options
+    def __init__(self, out: Location, target_mb: float) -> None:
+        self.out = out
         self.target = int(target_mb * MB)
         self.pending: dict[str, int] = {}
         self.inflight: Any = None
@@ -54,7 +55,7 @@ class Committer:
             sources = groups[0]
             for s in sources:
                 del self.pending[s]
-            self.inflight = _fold_remote().remote(self.output, sources, self.opts)
+            self.inflight = _fold_remote().remote(self.out, sources)
 
     def _idle(self) -> bool:
         import ray
@@ -80,35 +81,33 @@ class Committer:
         if self.inflight is not None:
             self._collect()
         task = ray.remote(fold_staging).options(num_cpus=0, max_retries=3)
-        results = ray.get(task.remote(self.output, self.opts, self.target))
+        results = ray.get(task.remote(self.out, self.target))
         self.parts += sum(r.part is not None for r in results)
         self.pending.clear()
 
 
-def settle_output(output: str, storage_options: dict[str, Any], target_mb: float) -> int:
+def settle_output(out: Location, target_mb: float) -> int:
     """Before a run: finish any fold a killed run left, then fold its staged files (they hold
     rows the output has, so resume must count them). Returns the folds found unfinished."""
-    found = recover(output, storage_options)
-    fold_staging(output, storage_options, int(target_mb * MB))
+    found = recover(out)
+    fold_staging(out, int(target_mb * MB))
     return found
 
 
-def start_index(
-    output: str, storage_options: dict[str, Any], retry_errors: frozenset[str] | None
-) -> dict[str, Any]:
+def start_index(out: Location, retry_errors: frozenset[str] | None) -> dict[str, Any]:
     """What the output holds, read by a task (sink.index.scan_output): the done and retry id
     sets stay in the object store for the listing tasks; the driver gets only counts."""
     import ray
 
-    done, retry, info = _scan_task().remote(output, storage_options, retry_errors)
+    done, retry, info = _scan_task().remote(out, retry_errors)
     return {"done": done, "retry": retry, "info": ray.get(info)}
 
 
 def _scan_task() -> Any:
     import ray
 
-    def scan(output: str, opts: dict[str, Any], kinds: frozenset[str] | None):
-        index = scan_output(output, opts, kinds)
+    def scan(out: Location, kinds: frozenset[str] | None):
+        index = scan_output(out, kinds)
         info = {
             "rows": index.rows,
             "ok": index.ok,
@@ -121,13 +120,11 @@ def _scan_task() -> Any:
     return ray.remote(scan).options(num_cpus=0, num_returns=3)
 
 
-def finish_output(
-    output: str, storage_options: dict[str, Any], before: dict[str, Any], wrote: bool
-) -> dict[str, int]:
+def finish_output(out: Location, before: dict[str, Any], wrote: bool) -> dict[str, int]:
     """One row per file at the end of a run: rows to drop (sink.index) are folded away in a
     task. Nothing written and nothing to drop: the output is as the start found it."""
     import ray
 
     if not wrote and not before["drop"]:
         return {**before, "duplicates": 0, "superseded": 0}
-    return ray.get(ray.remote(repair_output).options(num_cpus=0).remote(output, storage_options))
+    return ray.get(ray.remote(repair_output).options(num_cpus=0).remote(out))

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from earmark.source.walk import expand_unit, list_unit
+from earmark.storage import Location
 
 # One decode group = one decode task. Scheduling a Ray task costs ~10-100 ms of driver and
 # raylet time (more on a busy machine), as much as decoding a short clip, and the decode stage
@@ -113,13 +114,13 @@ def groups_table(groups: list[list[dict[str, Any]]]) -> pa.Table:
     )
 
 
-def expand_fn(storage_options: dict[str, Any], tally: Any):
+def expand_fn(source: Location, tally: Any):
     import ray
 
     def expand(batch: pa.Table) -> Iterator[pa.Table]:
         for unit in map(pickle.loads, batch.column("unit").to_pylist()):
             split = unit["kind"] == "root"  # other units pass as they are
-            for part in expand_unit(unit, storage_options):
+            for part in expand_unit(unit, source):
                 if split:  # counted before it is handed on (see Tally)
                     ray.get(tally.units.remote(1))
                 yield pa.table({"unit": [pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)]})
@@ -130,7 +131,7 @@ def expand_fn(storage_options: dict[str, Any], tally: Any):
 
 
 def list_fn(
-    storage_options: dict[str, Any],
+    source: Location,
     audio_col: str | None,
     max_files: int,
     index: dict[str, Any],
@@ -142,7 +143,7 @@ def list_fn(
         done, retry = resolve_index(index)
         grouper = Grouper(max_files)
         for unit in batch.column("unit").to_pylist():
-            for page in list_unit(pickle.loads(unit), storage_options, audio_col):
+            for page in list_unit(pickle.loads(unit), source, audio_col):
                 ids = [r["audio_id"] for r in page]
                 is_done = done.contains(ids)
                 again = retry.contains(ids) if len(retry) else np.zeros(len(ids), bool)

@@ -31,6 +31,7 @@ from earmark.batch.listing import SCAN_GROUP_FILES, expand_fn, list_fn, resolve_
 from earmark.compute.resources import annotator_options
 from earmark.contracts import JobSpec
 from earmark.sink.shards import write_rows
+from earmark.storage import Location
 
 BLOCK_BYTES = 8 << 20  # Ray Data's target block size for this job's stages
 LIST_NUM_CPUS = 0.25  # listing waits on storage far more than it computes
@@ -47,10 +48,14 @@ def build_dataset(
     index: dict[str, Any],
     tally: Any,
     *,
+    source: Location,
+    out: Location,
     with_model: bool,
     ledger: Any = None,
     decode_ledger: Any = None,
 ) -> Any:
+    """The job's graph over its `source` and `out` (built once by the runner; each task gets
+    them pickled, as URL and options, and builds its filesystem on first use)."""
     import ray.data
 
     # Ray Data's per-operator reservation splits half the cluster evenly between the eligible
@@ -64,23 +69,22 @@ def build_dataset(
     ctx.target_max_block_size = BLOCK_BYTES
     res = spec.resources
     family = spec.model.family if with_model else None
-    opts = spec.storage_options
     ds = ray.data.from_items(
         [{"unit": pickle.dumps(u, protocol=pickle.HIGHEST_PROTOCOL)} for u in units],
         override_num_blocks=max(1, len(units)),
     )
     ds = ds.map_batches(
-        expand_fn(opts, tally), batch_size=None, batch_format="pyarrow", num_cpus=LIST_NUM_CPUS
+        expand_fn(source, tally), batch_size=None, batch_format="pyarrow", num_cpus=LIST_NUM_CPUS
     ).repartition(target_num_rows_per_block=1)
     max_files = res.files_per_batch if with_model else SCAN_GROUP_FILES
     ds = ds.map_batches(
-        list_fn(opts, spec.audio_column, max_files, index, tally),
+        list_fn(source, spec.audio_column, max_files, index, tally),
         batch_size=None,
         batch_format="pyarrow",
         num_cpus=LIST_NUM_CPUS,
     ).repartition(target_num_rows_per_block=1)
     ds = ds.map_batches(
-        _decode_fn(spec, family, decode_ledger, index, tally),
+        _decode_fn(spec, source, out, family, decode_ledger, index, tally),
         batch_size=None,  # one group (see decode_groups) per task
         batch_format="pyarrow",
         num_cpus=res.decode_num_cpus,
@@ -92,7 +96,7 @@ def build_dataset(
         model_args = (spec.model.model_dump(), [t.model_dump() for t in spec.tasks])
         ds = ds.map_batches(
             Annotator,
-            fn_constructor_args=(*model_args, spec.output, spec.storage_options, ledger),
+            fn_constructor_args=(*model_args, out, ledger),
             batch_size=res.files_per_batch,  # one batch = one shard
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(
@@ -111,20 +115,23 @@ def build_dataset(
     return ds
 
 
-def _decode_fn(spec: JobSpec, family: str | None, ledger: Any, index: dict[str, Any], tally: Any):
-    limits, opts, job_id, output = (
-        spec.limits.model_dump(),
-        spec.storage_options,
-        spec.job_id,
-        spec.output,
-    )
+def _decode_fn(
+    spec: JobSpec,
+    source: Location,
+    out: Location,
+    family: str | None,
+    ledger: Any,
+    index: dict[str, Any],
+    tally: Any,
+):
+    limits, job_id = spec.limits.model_dump(), spec.job_id
 
     def decode(batch: pa.Table):
         done, retry = resolve_index(index)
-        stage = DecodeStage(limits, opts, job_id, family, ledger, skip=(done, retry, tally))
+        stage = DecodeStage(limits, source, job_id, family, ledger, skip=(done, retry, tally))
         recs = [r for g in batch.column("files").to_pylist() for r in pickle.loads(g)]
         if family is None:  # scan: rows without samples are small; the group is one shard
-            yield write_rows(to_work_table(list(stage.decode_group(recs))), output, opts)
+            yield write_rows(to_work_table(list(stage.decode_group(recs))), out)
             return
         # yielded per file: Ray Data emits a block whenever its target block size is reached,
         # so a task holds at most about one block plus the file being decoded

@@ -13,13 +13,12 @@ of the listed source files.
 from __future__ import annotations
 
 import os
-import posixpath
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from earmark.contracts import JobError
-from earmark.storage import get_fs, is_local
+from earmark.storage import Location
 
 PROBE_PREFIX = ".earmark-probe-"  # hidden: Parquet readers and the sink skip it
 PROBE_TIMEOUT_S = 60.0  # a node that cannot run a zero-CPU task in a minute is not usable
@@ -42,9 +41,7 @@ def _what_node_sees(probe: str | None, token: str, sources: list[str]) -> dict[s
     return {"node": ray.get_runtime_context().get_node_id(), "problems": problems}
 
 
-def check_every_node_sees(
-    output: str, storage_options: dict[str, Any], peek: Callable[[], list[dict[str, Any]]]
-) -> None:
+def check_every_node_sees(out: Location, peek: Callable[[], list[dict[str, Any]]]) -> None:
     """Raise JobError naming the node and the fix when a node cannot see a local path. `peek`
     gives a few listed files (called only on a cluster of several nodes: listing costs)."""
     import ray
@@ -53,18 +50,13 @@ def check_every_node_sees(
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) < 2:
         return
-    fs, root = get_fs(output, storage_options)
-    probe = (
-        posixpath.join(root.rstrip("/"), f"{PROBE_PREFIX}{uuid.uuid4().hex}")
-        if is_local(fs)
-        else None
-    )
+    probe = out.join(f"{PROBE_PREFIX}{uuid.uuid4().hex}") if out.is_local else None
     sources = _local_samples(peek())
     if probe is None and not sources:
         return
     token = uuid.uuid4().hex
     if probe is not None:
-        os.makedirs(root, exist_ok=True)
+        os.makedirs(out.path, exist_ok=True)
         with open(probe, "w") as f:
             f.write(token)
     task = ray.remote(_what_node_sees)

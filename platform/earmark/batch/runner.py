@@ -20,7 +20,7 @@ from earmark.compute.resources import check_plan, init_ray, local_cluster_size
 from earmark.contracts import JobError, JobSpec
 from earmark.sink.shards import SUMMARY_COLUMNS, SUMMARY_NAME, claim_output, clean_temp, list_parts
 from earmark.source.walk import plan_units
-from earmark.storage import check_writable, get_fs
+from earmark.storage import Location, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,19 @@ def run_job(
     import ray
 
     t0 = time.perf_counter()
-    out, opts = spec.output, spec.storage_options
-    check_writable(out, opts)
+    # the job's two places, built once: everything below takes them, never (url, options)
+    source = Location(spec.source, spec.storage_options)
+    out = Location(spec.output, spec.storage_options)
+    check_writable(out)
     if with_model:
         preflight_model(spec)
     local = address is None and not os.environ.get("RAY_ADDRESS")
     if local and not ray.is_initialized():
         check_plan(spec.resources, local_cluster_size(spec.resources), with_model=with_model)
-    units = list(plan_units(spec.source, opts, spec.audio_column))  # JobError: cannot list
-    clean_temp(out, opts)
-    claim_output(out, job_identity(spec, with_model), opts)
-    settle_output(out, opts, spec.output_files.target_file_mb)
+    units = list(plan_units(source, spec.audio_column))  # JobError: cannot list
+    clean_temp(out)
+    claim_output(out, job_identity(spec, with_model))
+    settle_output(out, spec.output_files.target_file_mb)
     size = init_ray(address, spec.resources)
     check_plan(spec.resources, size, with_model=with_model)
     _configure_ray_data()
@@ -79,18 +81,26 @@ def run_job(
     from earmark.batch.reach import check_every_node_sees
     from earmark.batch.watch import watch_nodes
 
-    index = start_index(out, opts, retry_errors)
-    check_every_node_sees(out, opts, lambda: _peek(spec))
+    index = start_index(out, retry_errors)
+    check_every_node_sees(out, lambda: _peek(source, spec.audio_column))
     summary = JobSummary(job_id=spec.job_id or "", files_listed=0, files_done_before=0)
     acc = new_acc()
     tally = start_tally(len(units))
     ledger = start_ledger(spec.failures) if with_model else None
     decode_ledger = start_ledger(spec.failures, what="the decoder")
     ds = build_dataset(
-        spec, units, index, tally, with_model=with_model, ledger=ledger, decode_ledger=decode_ledger
+        spec,
+        units,
+        index,
+        tally,
+        source=source,
+        out=out,
+        with_model=with_model,
+        ledger=ledger,
+        decode_ledger=decode_ledger,
     )
     watch_nodes(spec.resources, with_model, lambda: summary.files_ok + summary.files_error)
-    committer = Committer(out, opts, spec.output_files.target_file_mb)
+    committer = Committer(out, spec.output_files.target_file_mb)
     retry = ray.get(index["retry"]) if retry_errors is not None else None
     try:
         _consume(ds, summary, acc, progress, retry, committer, tally, t0)
@@ -106,24 +116,23 @@ def run_job(
     summary.files_listed, summary.files_done_before = counts["listed"], counts["done_before"]
     summary.errors_retried = counts["retried"]
     # an Annotator killed mid-write leaves its temp file; its batch was rewritten elsewhere
-    clean_temp(out, opts)
+    clean_temp(out)
     wrote = summary.files_ok + summary.files_error > 0
-    final = finish_output(out, opts, index["info"], wrote)
+    final = finish_output(out, index["info"], wrote)
     summary.duplicates_removed, summary.rows_superseded = final["duplicates"], final["superseded"]
     summary.output_rows, summary.output_ok = final["rows"], final["ok"]
-    summary.output_files = len(list_parts(out, opts))
+    summary.output_files = len(list_parts(out))
     summary.finish(acc, time.perf_counter() - t0)
     summary.driver_peak_rss_mb = _peak_rss_mb()
-    fs, root = get_fs(out, opts)
-    fs.pipe_file(f"{root.rstrip('/')}/{SUMMARY_NAME}", summary.to_json().encode())
+    out.fs.pipe_file(out.join(SUMMARY_NAME), summary.to_json().encode())
     return summary
 
 
-def _peek(spec: JobSpec) -> list[dict[str, Any]]:
+def _peek(source: Location, audio_col: str | None) -> list[dict[str, Any]]:
     """A few listed files (the first page), for the check that every node sees the source."""
     from earmark.source.walk import iter_listing
 
-    for page in iter_listing(spec.source, spec.storage_options, spec.audio_column):
+    for page in iter_listing(source, audio_col):
         return page[:50]
     return []
 

@@ -32,14 +32,14 @@ def compact_cmd(
     from earmark.contracts import JobError
     from earmark.sink.commit import compact_output
     from earmark.sink.repair import repair_output
-    from earmark.storage import parse_storage_options
+    from earmark.storage import Location, parse_storage_options
 
     try:
-        opts = parse_storage_options(storage_option) or None
+        out = Location(output, parse_storage_options(storage_option))
         if target_file_mb <= 0:
             raise ValueError(f"--target-file-mb must be positive, got {target_file_mb}")
-        got = compact_output(output, opts, int(target_file_mb * (1 << 20)))
-        fixed = repair_output(output, opts)
+        got = compact_output(out, int(target_file_mb * (1 << 20)))
+        fixed = repair_output(out)
     except (JobError, ValueError, FileNotFoundError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -71,11 +71,13 @@ def eval_cmd(
     and answer similarity. Exits 1 when a --fail-above threshold is crossed."""
     from earmark.contracts import JobError
     from earmark.evaluation import check_thresholds, evaluate, print_result, write_json
-    from earmark.storage import parse_storage_options
+    from earmark.storage import Location, parse_storage_options
 
     try:
         opts = parse_storage_options(storage_option)
-        result = evaluate(output, references, opts or None, default_language=language)
+        result = evaluate(
+            Location(output, opts), Location(references, opts), default_language=language
+        )
         violations = check_thresholds(result, list(fail_above or []))
     except (JobError, ValueError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
@@ -101,10 +103,10 @@ def report_cmd(
     """Write one self-contained HTML report (plots, error breakdown, sample rows with players)."""
     from earmark.contracts import JobError
     from earmark.report import render_report
-    from earmark.storage import parse_storage_options
+    from earmark.storage import Location, parse_storage_options
 
     try:
-        path = render_report(output, html, parse_storage_options(storage_option) or None)
+        path = render_report(Location(output, parse_storage_options(storage_option)), html)
     except (JobError, ValueError, OSError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None

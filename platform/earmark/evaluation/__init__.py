@@ -1,7 +1,7 @@
 """`earmark eval`: score an annotation output against references (ASR, tagging, captions, answers).
 
 Entry points for the CLI:
-    result = evaluate(output, references, storage_options=None)
+    result = evaluate(output, references)  # each a path, URL or storage.Location
     print_result(result); write_json(result, "eval.json")
     violations = check_thresholds(result, ["wer=0.2", "map>=0.3"])
 """

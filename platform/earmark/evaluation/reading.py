@@ -17,19 +17,21 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from earmark.contracts import OUTPUT_SCHEMA, JobError
-from earmark.storage import get_fs, is_local
+from earmark.storage import Location, LocationLike
 
 
-def output_dataset(output: str, storage_options: dict[str, Any] | None = None) -> ds.Dataset:
+def output_dataset(output: LocationLike) -> ds.Dataset:
     """The Parquet files of an output (a directory, searched recursively, or one file).
 
     Files and folders whose name starts with `_` or `.` (markers, temporary parts) are skipped.
     Files written by an older schema get nulls for the columns they lack.
     """
+    out = Location.of(output)
+    name = out.url
     try:
-        fs, path = get_fs(output, storage_options)
+        fs, path = out.fs, out.path
         if fs.isdir(path):
-            root = path.rstrip("/")
+            root = path
             files = sorted(
                 p
                 for p in fs.find(root)
@@ -41,32 +43,27 @@ def output_dataset(output: str, storage_options: dict[str, Any] | None = None) -
         elif fs.exists(path):
             files = [path]
         else:
-            raise JobError(f"output {output!r} does not exist")
+            raise JobError(f"output {name!r} does not exist")
     except JobError:
         raise
     except Exception as exc:
-        raise JobError(f"cannot list output {output!r} ({type(exc).__name__}: {exc})") from exc
+        raise JobError(f"cannot list output {name!r} ({type(exc).__name__}: {exc})") from exc
     if not files:
-        raise JobError(f"no Parquet files under {output!r}: is this an earmark output directory?")
+        raise JobError(f"no Parquet files under {name!r}: is this an earmark output directory?")
     return ds.dataset(files, format="parquet", filesystem=fs, schema=OUTPUT_SCHEMA)
 
 
 def read_output(
-    output: str,
-    storage_options: dict[str, Any] | None = None,
-    columns: list[str] | tuple[str, ...] | None = None,
+    output: LocationLike, columns: list[str] | tuple[str, ...] | None = None
 ) -> pa.Table:
     """Output rows as one Arrow table with OUTPUT_SCHEMA (optionally only some columns)."""
-    return output_dataset(output, storage_options).to_table(
-        columns=list(columns) if columns else None
-    )
+    return output_dataset(output).to_table(columns=list(columns) if columns else None)
 
 
-def read_references(
-    path: str, storage_options: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
+def read_references(references: LocationLike) -> list[dict[str, Any]]:
     """Rows of a `.jsonl`, `.csv`/`.tsv` or `.parquet` reference manifest, as dicts."""
-    fs, fpath = get_fs(path, storage_options)
+    refs = Location.of(references)
+    fs, fpath, path = refs.fs, refs.path, refs.url
     low = fpath.lower()
     try:
         if low.endswith(".parquet"):
@@ -110,9 +107,9 @@ def canonical_uri(uri: str, base: str | None = None) -> str:
     return os.path.normpath(os.path.abspath(uri))
 
 
-def manifest_base(path: str, storage_options: dict[str, Any] | None = None) -> str:
+def manifest_base(references: LocationLike) -> str:
     """Directory of the manifest, used to resolve relative reference URIs."""
-    fs, fpath = get_fs(path, storage_options)
-    if is_local(fs):
-        return os.path.dirname(os.path.abspath(fpath))
-    return fs.unstrip_protocol(posixpath.dirname(fpath))
+    refs = Location.of(references)
+    if refs.is_local:
+        return os.path.dirname(os.path.abspath(refs.path))
+    return refs.fs.unstrip_protocol(posixpath.dirname(refs.path))

@@ -26,6 +26,7 @@ from earmark.evaluation.reading import canonical_uri, manifest_base, read_output
 from earmark.evaluation.similarity import SimilarityScore, score_similarity
 from earmark.evaluation.tagging import TagScore, score_tags
 from earmark.evaluation.wer import AsrScore, score_asr
+from earmark.storage import Location, LocationLike
 
 REFERENCE_COLUMNS = ("text", "labels", "caption", "answer")
 # Columns `evaluate` reads from the output (transcripts etc.; never segments or meta).
@@ -141,14 +142,15 @@ def _dedupe(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], int]
 
 
 def evaluate(
-    output: str,
-    references: str,
-    storage_options: dict[str, Any] | None = None,
+    output: LocationLike,
+    references: LocationLike,
     default_language: str = "en",
     answer_task: str | None = None,
 ) -> EvalResult:
-    """Score an earmark output against a reference manifest (see the module docstring)."""
-    refs = read_references(references, storage_options)
+    """Score an earmark output against a reference manifest (see the module docstring); each
+    is a Location, or a URL or path read without storage options."""
+    output, references = Location.of(output), Location.of(references)
+    refs = read_references(references)
     if not refs:
         raise JobError(f"reference manifest {references!r} has no rows")
     columns = set().union(*(r.keys() for r in refs))
@@ -159,10 +161,10 @@ def evaluate(
         raise JobError(
             f"reference manifest {references!r} has none of the columns {REFERENCE_COLUMNS}"
         )
-    outputs, n_dup = _dedupe(read_output(output, storage_options, EVAL_COLUMNS).to_pylist())
+    outputs, n_dup = _dedupe(read_output(output, EVAL_COLUMNS).to_pylist())
     by_id = {r["audio_id"]: r for r in outputs.values() if r.get("audio_id")}
     by_uri = {canonical_uri(r["uri"]): r for r in outputs.values() if r.get("uri")}
-    base = manifest_base(references, storage_options)
+    base = manifest_base(references)
 
     used_keys: set[str] = set()
     matched: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -206,7 +208,7 @@ def evaluate(
         error_rate=status_counts["error"] / len(matched) if matched else None,
         missing_rate=(len(refs) - len(matched)) / len(refs),
     )
-    result = EvalResult(output=output, references=references, coverage=coverage)
+    result = EvalResult(output=output.url, references=references.url, coverage=coverage)
 
     def lang(ref: dict[str, Any]) -> str:
         value = ref.get("language") or ref.get("lang")

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from earmark.evaluation.runner import EvalResult
+from earmark.storage import Location, LocationLike
 
 # `name=0.2` / `name<=0.2`: fail when the metric is above; `name>=0.5`: fail when below.
 _THRESHOLD = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(<=|>=|=)\s*([-+0-9.eE]+)\s*$")
@@ -65,13 +66,10 @@ def _could_exist(name: str) -> bool:
     return bool(_KNOWN.match(name))
 
 
-def write_json(
-    result: EvalResult, path: str, storage_options: dict[str, Any] | None = None
-) -> None:
+def write_json(result: EvalResult, path: LocationLike) -> None:
     """Write the full result (every count and per-language score) as indented JSON."""
-    from earmark.storage import get_fs
-
-    fs, fpath = get_fs(path, storage_options)
+    target = Location.of(path)
+    fs, fpath = target.fs, target.path
     parent = fpath.rsplit("/", 1)[0] if "/" in fpath else ""
     if parent:
         fs.makedirs(parent, exist_ok=True)

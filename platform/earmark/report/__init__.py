@@ -1,6 +1,7 @@
 """`earmark report`: a self-contained HTML page (inline SVG charts) describing a run's output.
 
-Entry point for the CLI: `render_report(output, html_path, storage_options=None) -> Path`.
+Entry point for the CLI: `render_report(output, html_path) -> Path` (`output`: a path, URL
+or storage.Location).
 """
 
 from earmark.report.html import build_html, render_report

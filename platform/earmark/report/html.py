@@ -17,6 +17,7 @@ from typing import Any
 from earmark import __version__
 from earmark.report import plots
 from earmark.report.stats import RunStats, compute_stats, duration_bins, open_output, sample_rows
+from earmark.storage import Location, LocationLike
 
 SAMPLE_ROWS = 40
 TEXT_CHARS = 400  # longest text shown per cell in the sample table
@@ -248,16 +249,16 @@ def build_html(output: str, s: RunStats, samples: list[dict[str, Any]]) -> str:
 
 
 def render_report(
-    output: str,
+    output: LocationLike,
     html_path: str | os.PathLike[str],
-    storage_options: dict[str, Any] | None = None,
     max_samples: int = SAMPLE_ROWS,
 ) -> Path:
     """Read an output (local or any fsspec URL) and write its report to a local HTML file."""
-    dataset = open_output(output, storage_options)
+    output = Location.of(output)
+    dataset = open_output(output)
     stats = compute_stats(dataset)
     samples = sample_rows(dataset, max_samples)
     path = Path(html_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(build_html(output, stats, samples), encoding="utf-8")
+    path.write_text(build_html(output.url, stats, samples), encoding="utf-8")
     return path

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from earmark.evaluation.reading import output_dataset
+from earmark.storage import LocationLike
 
 STAT_COLUMNS = (
     "status",
@@ -199,5 +200,5 @@ def sample_rows(dataset: ds.Dataset, n: int) -> list[dict[str, Any]]:
     return dataset.take(pa.array(chosen)).to_pylist()
 
 
-def open_output(output: str, storage_options: dict[str, Any] | None = None) -> ds.Dataset:
-    return output_dataset(output, storage_options)
+def open_output(output: LocationLike) -> ds.Dataset:
+    return output_dataset(output)

@@ -222,7 +222,7 @@ async def load_audio(src: AudioSource, limits: ServeLimits, policy: UrlPolicy) -
 def read_object(url: str, policy: UrlPolicy, limit: int) -> bytes:
     """Read an object-store URL (already policy-checked) with the operator's storage options."""
     from earmark.contracts import ErrorKind, ErrorStage
-    from earmark.storage import classify_os_error, get_fs
+    from earmark.storage import Location, classify_os_error
 
     member = split_member_uri(url)
     if member is None and is_packed_shard(url):
@@ -236,11 +236,11 @@ def read_object(url: str, policy: UrlPolicy, limit: int) -> bytes:
     try:
         if member is not None:
             return _read_member(*member, policy, limit)
-        fs, path = get_fs(url, policy.storage_options)
-        size = fs.info(path).get("size")
+        obj = Location(url, policy.storage_options)  # the operator's options, this request's URL
+        size = obj.fs.info(obj.path).get("size")
         if size is not None and size > limit:
             raise too_large(limit, "audio at URL")
-        with fs.open(path, "rb") as f:
+        with obj.fs.open(obj.path, "rb") as f:
             data = f.read(limit + 1)
     except ApiError:
         raise
@@ -257,11 +257,11 @@ def _read_member(shard: str, key: str, policy: UrlPolicy, limit: int) -> bytes:
     """One member of a packed shard; its problems as 400 (413 over the limit) naming it."""
     from earmark.contracts import EarmarkError, ErrorKind
     from earmark.source.member import read_member
-    from earmark.storage import get_fs
+    from earmark.storage import Location
 
-    fs, path = get_fs(shard, policy.storage_options)
+    packed = Location(shard, policy.storage_options)
     try:
-        with fs.open(path, "rb") as f:
+        with packed.fs.open(packed.path, "rb") as f:
             return read_member(f, shard, key, max_bytes=limit)
     except EarmarkError as exc:
         if exc.kind == ErrorKind.TOO_LARGE:

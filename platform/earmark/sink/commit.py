@@ -34,11 +34,11 @@ from earmark.sink.shards import (
     PART_PREFIX,
     PART_SUFFIX,
     TMP_PREFIX,
+    list_parts,
     list_staged,
     publish,
-    root_of,
 )
-from earmark.storage import is_local
+from earmark.storage import Location, LocationLike
 
 JOURNAL_DIR = "_commits"
 DEFAULT_TARGET_MB = 128  # a part closes past this many compressed bytes of sources
@@ -68,24 +68,21 @@ def part_name(sources: list[str]) -> str:
 
 
 def fold(
-    output: str,
-    sources: list[str],
-    storage_options: dict[str, Any] | None = None,
-    *,
-    drop: dict[str, list[int]] | None = None,
+    out: LocationLike, sources: list[str], *, drop: dict[str, list[int]] | None = None
 ) -> FoldResult:
     """Fold `sources` (paths in the output's filesystem) into one part, less the rows `drop`
     names (source path → row indices); returns the part's path and its row count."""
-    fs, root = root_of(output, storage_options)
+    out = Location.of(out)
+    fs, root = out.fs, out.path
     drop = drop or {}
     name = part_name(sources)
-    final = posixpath.join(root, name)
-    journal = posixpath.join(root, JOURNAL_DIR, name + ".json")
+    final = out.join(name)
+    journal = out.join(JOURNAL_DIR, name + ".json")
     keeps = any(_rows_of(fs, s) > len(set(drop.get(s, []))) for s in sources)
     record = {"part": name if keeps else None, "sources": [_rel(root, s) for s in sources]}
-    publish(fs, journal, json.dumps(record).encode())
+    publish(out, journal, json.dumps(record).encode())
     _step("journaled")
-    rows = _write_part(fs, final, sources, drop) if keeps else 0
+    rows = _write_part(out, final, sources, drop) if keeps else 0
     _step("published")
     for s in sources:
         fs.rm(s)
@@ -95,10 +92,11 @@ def fold(
     return FoldResult(final if keeps else None, rows, len(sources))
 
 
-def recover(output: str, storage_options: dict[str, Any] | None = None) -> int:
+def recover(out: LocationLike) -> int:
     """Finish or undo the folds a killed process left; returns how many it found."""
-    fs, root = root_of(output, storage_options)
-    folder = posixpath.join(root, JOURNAL_DIR)
+    out = Location.of(out)
+    fs, root = out.fs, out.path
+    folder = out.join(JOURNAL_DIR)
     fs.invalidate_cache(folder)
     try:
         journals = [p for p in fs.ls(folder, detail=False) if p.endswith(".json")]
@@ -112,9 +110,9 @@ def recover(output: str, storage_options: dict[str, Any] | None = None) -> int:
             continue
         part = record.get("part")
         fs.invalidate_cache(root)
-        if part is None or fs.exists(posixpath.join(root, part)):
+        if part is None or fs.exists(out.join(part)):
             for rel in record["sources"]:
-                path = posixpath.join(root, rel)
+                path = out.join(rel)
                 if fs.exists(path):
                     fs.rm(path)
         fs.rm(journal)
@@ -138,15 +136,11 @@ def plan_folds(staged: list[tuple[str, int]], target_bytes: int, *, final: bool)
     return groups
 
 
-def fold_staging(
-    output: str, storage_options: dict[str, Any] | None, target_bytes: int
-) -> list[FoldResult]:
+def fold_staging(out: LocationLike, target_bytes: int) -> list[FoldResult]:
     """Fold every staged file into parts of about `target_bytes` (the end of a job)."""
-    staged = list_staged(output, storage_options)
-    return [
-        fold(output, group, storage_options)
-        for group in plan_folds(staged, target_bytes, final=True)
-    ]
+    out = Location.of(out)
+    staged = list_staged(out)
+    return [fold(out, group) for group in plan_folds(staged, target_bytes, final=True)]
 
 
 def _rel(root: str, path: str) -> str:
@@ -158,8 +152,9 @@ def _rows_of(fs: Any, path: str) -> int:
         return pq.ParquetFile(f).metadata.num_rows
 
 
-def _write_part(fs: Any, final: str, sources: list[str], drop: dict[str, list[int]]) -> int:
-    if is_local(fs):
+def _write_part(out: Location, final: str, sources: list[str], drop: dict[str, list[int]]) -> int:
+    fs = out.fs
+    if out.is_local:
         tmp = posixpath.join(posixpath.dirname(final), f"{TMP_PREFIX}{uuid.uuid4().hex}")
         with open(tmp, "wb") as f:
             rows = _stream_rows(f, fs, sources, drop)
@@ -213,27 +208,24 @@ class CompactResult:
     folds: int
 
 
-def compact_output(
-    output: str, storage_options: dict[str, Any] | None, target_bytes: int
-) -> CompactResult:
+def compact_output(out: LocationLike, target_bytes: int) -> CompactResult:
     """Fold an output's small files (staged batches, and committed parts under half the target,
     such as the one-file-per-batch outputs of earlier versions) into parts of about the target
     size, exactly once (each fold is journaled; a killed compaction resumes on the next run)."""
-    from earmark.sink.shards import list_parts
-
-    fs, _ = root_of(output, storage_options)
-    recover(output, storage_options)
-    before = len(list_parts(output, storage_options)) + len(list_staged(output, storage_options))
-    results = fold_staging(output, storage_options, target_bytes)
+    out = Location.of(out)
+    fs = out.fs
+    recover(out)
+    before = len(list_parts(out)) + len(list_staged(out))
+    results = fold_staging(out, target_bytes)
     small = []
-    for p in list_parts(output, storage_options):
+    for p in list_parts(out):
         size = int(fs.info(p).get("size") or 0)
         if size < target_bytes // 2:
             small.append((p, size))
     for group in plan_folds(small, target_bytes, final=True):
         if len(group) > 1:
-            results.append(fold(output, group, storage_options))
-    parts = list_parts(output, storage_options)
+            results.append(fold(out, group))
+    parts = list_parts(out)
     rows = 0
     for p in parts:
         rows += _rows_of(fs, p)

@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from earmark.contracts import JobError
-from earmark.sink.shards import list_parts, list_staged, root_of
+from earmark.sink.shards import list_parts, list_staged
+from earmark.storage import Location, LocationLike
 
 ID_BYTES = 24  # audio_id: 24 hex characters
 INDEX_COLUMNS = ["audio_id", "uri", "status", "error_kind", "created_at"]
@@ -71,17 +72,12 @@ class OutputIndex:
     ok: int = 0  # of which status ok
 
 
-def scan_output(
-    output: str,
-    storage_options: dict[str, Any] | None = None,
-    retry_kinds: frozenset[str] | None = None,
-) -> OutputIndex:
+def scan_output(out: LocationLike, retry_kinds: frozenset[str] | None = None) -> OutputIndex:
     """Read the output's committed and staged files once (`retry_kinds`: error kinds whose rows
     a rerun annotates again; empty: every kind; None: none)."""
-    fs, root = root_of(output, storage_options)
-    files = list_parts(output, storage_options) + [
-        p for p, _ in list_staged(output, storage_options)
-    ]
+    out = Location.of(out)
+    fs, root = out.fs, out.path
+    files = list_parts(out) + [p for p, _ in list_staged(out)]
     ids, uri_hash, created, ok, retryable, origin, row = [], [], [], [], [], [], []
     for n, path in enumerate(files):
         try:
@@ -89,7 +85,7 @@ def scan_output(
                 t = pq.read_table(f, columns=INDEX_COLUMNS)
         except (pa.ArrowInvalid, OSError, KeyError) as exc:
             raise JobError(
-                f"the output {output} holds a file earmark cannot read as one of its own "
+                f"the output {out} holds a file earmark cannot read as one of its own "
                 f"({posixpath.relpath(path, root)}: {_first_line(exc)}); move it away or choose "
                 "another output"
             ) from None

@@ -7,17 +7,17 @@ at any point loses no row (the next run finishes the fold or finds the duplicate
 
 from __future__ import annotations
 
-from typing import Any
-
 from earmark.sink.commit import fold
 from earmark.sink.index import scan_output
+from earmark.storage import Location, LocationLike
 
 
-def repair_output(output: str, storage_options: dict[str, Any] | None = None) -> dict[str, int]:
+def repair_output(out: LocationLike) -> dict[str, int]:
     """Drop superseded and duplicate rows; returns the counts of the output afterwards."""
-    index = scan_output(output, storage_options)
+    out = Location.of(out)
+    index = scan_output(out)
     for path, rows in sorted(index.drop.items()):
-        fold(output, [path], storage_options, drop={path: rows})
+        fold(out, [path], drop={path: rows})
     return {
         "rows": index.rows,
         "ok": index.ok,

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earmark.contracts import OUTPUT_SCHEMA, JobError
-from earmark.storage import get_fs, is_local
+from earmark.storage import Location, LocationLike
 
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
@@ -50,14 +50,9 @@ def shard_name(audio_ids: list[str]) -> str:
     return f"{PART_PREFIX}{ids_digest(audio_ids)}{PART_SUFFIX}"
 
 
-def root_of(output: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
-    fs, root = get_fs(output, storage_options)
-    return fs, root.rstrip("/")
-
-
-def publish(fs: Any, final: str, data: bytes) -> None:
-    """Make `final` hold `data`, whole or not at all."""
-    if is_local(fs):
+def publish(out: Location, final: str, data: bytes) -> None:
+    """Make `final` (a path in `out`'s filesystem) hold `data`, whole or not at all."""
+    if out.is_local:
         folder = posixpath.dirname(final)
         os.makedirs(folder, exist_ok=True)
         tmp = posixpath.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
@@ -67,7 +62,7 @@ def publish(fs: Any, final: str, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, final)
     else:
-        fs.pipe_file(final, data)  # one PUT: the object appears only when complete
+        out.fs.pipe_file(final, data)  # one PUT: the object appears only when complete
 
 
 def table_bytes(table: pa.Table) -> bytes:
@@ -77,23 +72,21 @@ def table_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def write_shard(table: pa.Table, output: str, storage_options: dict[str, Any] | None = None) -> str:
+def write_shard(table: pa.Table, out: LocationLike) -> str:
     """Write rows as one committed part, atomically; returns its path. Same rows → same name."""
-    fs, root = root_of(output, storage_options)
-    final = posixpath.join(root, shard_name(table.column("audio_id").to_pylist()))
-    publish(fs, final, table_bytes(table))
+    out = Location.of(out)
+    final = out.join(shard_name(table.column("audio_id").to_pylist()))
+    publish(out, final, table_bytes(table))
     return final
 
 
-def stage_shard(
-    table: pa.Table, output: str, storage_options: dict[str, Any] | None = None
-) -> tuple[str, int]:
+def stage_shard(table: pa.Table, out: LocationLike) -> tuple[str, int]:
     """Write a batch into staging, atomically; returns (path, bytes). Same rows → same name."""
-    fs, root = root_of(output, storage_options)
+    out = Location.of(out)
     name = ids_digest(table.column("audio_id").to_pylist()) + STAGED_SUFFIX
-    final = posixpath.join(root, STAGING_DIR, name)
+    final = out.join(STAGING_DIR, name)
     data = table_bytes(table)
-    publish(fs, final, data)
+    publish(out, final, data)
     return final, len(data)
 
 
@@ -105,12 +98,12 @@ def _ls(fs: Any, folder: str) -> list[dict[str, Any]]:
         return []
 
 
-def list_parts(output: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+def list_parts(out: LocationLike) -> list[str]:
     """Committed part files, sorted by name."""
-    fs, root = root_of(output, storage_options)
+    out = Location.of(out)
     return sorted(
         i["name"]
-        for i in _ls(fs, root)
+        for i in _ls(out.fs, out.path)
         if posixpath.basename(i["name"]).startswith(PART_PREFIX) and i["name"].endswith(PART_SUFFIX)
     )
 
@@ -118,31 +111,26 @@ def list_parts(output: str, storage_options: dict[str, Any] | None = None) -> li
 list_shards = list_parts
 
 
-def list_staged(
-    output: str, storage_options: dict[str, Any] | None = None
-) -> list[tuple[str, int]]:
+def list_staged(out: LocationLike) -> list[tuple[str, int]]:
     """Staged batch files with their sizes, sorted by name."""
-    fs, root = root_of(output, storage_options)
+    out = Location.of(out)
     return sorted(
         (i["name"], int(i.get("size") or 0))
-        for i in _ls(fs, posixpath.join(root, STAGING_DIR))
+        for i in _ls(out.fs, out.join(STAGING_DIR))
         if i["name"].endswith(STAGED_SUFFIX)
     )
 
 
 def read_output(
-    output: str,
-    storage_options: dict[str, Any] | None = None,
-    columns: list[str] | None = None,
-    *,
-    staged: bool = False,
+    out: LocationLike, columns: list[str] | None = None, *, staged: bool = False
 ) -> pa.Table:
     """The rows a reader of the folder sees (committed parts; with `staged`, also the batches
     not folded yet); an empty table with the schema when there are none."""
-    fs, _ = get_fs(output, storage_options)
-    files = list_parts(output, storage_options)
+    out = Location.of(out)
+    fs = out.fs
+    files = list_parts(out)
     if staged:
-        files += [p for p, _ in list_staged(output, storage_options)]
+        files += [p for p, _ in list_staged(out)]
     schema = (
         OUTPUT_SCHEMA if columns is None else pa.schema([OUTPUT_SCHEMA.field(c) for c in columns])
     )
@@ -153,16 +141,14 @@ def read_output(
     return pa.concat_tables(tables)
 
 
-def claim_output(
-    output: str, identity: dict[str, Any], storage_options: dict[str, Any] | None = None
-) -> None:
+def claim_output(out: LocationLike, identity: dict[str, Any]) -> None:
     """Record this job's identity in the output, or refuse an output another job made.
 
     Rows of a scan, or of another model or task list, are not this job's work: counting them
     as done would skip every file and leave rows without the asked-for columns.
     """
-    fs, root = root_of(output, storage_options)
-    path = posixpath.join(root, JOB_NAME)
+    out = Location.of(out)
+    fs, path = out.fs, out.join(JOB_NAME)
     if fs.exists(path):
         try:
             before = json.loads(fs.cat_file(path))
@@ -170,13 +156,13 @@ def claim_output(
             before = None
         if before != identity:
             raise JobError(
-                f"the output {output} holds rows of another job ({_describe(before)}); this job "
+                f"the output {out} holds rows of another job ({_describe(before)}); this job "
                 f"is {_describe(identity)}. A rerun only continues the same job: choose another "
-                f"output, or delete {output} to start over"
+                f"output, or delete {out} to start over"
             )
         return
-    if is_local(fs):
-        os.makedirs(root, exist_ok=True)
+    if out.is_local:
+        os.makedirs(out.path, exist_ok=True)
     fs.pipe_file(path, json.dumps(identity, sort_keys=True, indent=2).encode())
 
 
@@ -192,13 +178,13 @@ def _describe(identity: Any) -> str:
     return f"model {identity.get('model')}, tasks {tasks}"
 
 
-def clean_temp(output: str, storage_options: dict[str, Any] | None = None) -> int:
+def clean_temp(out: LocationLike) -> int:
     """Remove temp files a killed run left behind (never complete files)."""
-    fs, root = root_of(output, storage_options)
-    if not is_local(fs):
+    out = Location.of(out)
+    if not out.is_local:
         return 0
     n = 0
-    for folder in (root, posixpath.join(root, STAGING_DIR)):
+    for folder in (out.path, out.join(STAGING_DIR)):
         if os.path.isdir(folder):
             for name in os.listdir(folder):
                 if name.startswith(TMP_PREFIX):
@@ -223,7 +209,7 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def write_rows(batch: pa.Table, output: str, storage_options: dict[str, Any] | None) -> pa.Table:
+def write_rows(batch: pa.Table, out: LocationLike) -> pa.Table:
     """Stage a batch of finished rows as one deterministic, atomic file (named by its sorted
     audio_ids, so a retried batch overwrites it); returns the summary columns with the staged
     file's path and size on every row."""
@@ -235,7 +221,7 @@ def write_rows(batch: pa.Table, output: str, storage_options: dict[str, Any] | N
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
         pa.array([now] * batch.num_rows, pa.timestamp("us", tz="UTC")),
     )
-    path, size = stage_shard(table, output, storage_options or {})
+    path, size = stage_shard(table, out)
     return _with_staged(table.select(SUMMARY_COLUMNS), path, size)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from earmark.contracts import ErrorStage
-from earmark.storage import classify_os_error, get_fs
+from earmark.storage import Location, classify_os_error
 
 AUDIO_EXTENSIONS = frozenset(
     "wav wave flac mp3 ogg oga opus m4a mp4 aac webm mka aif aiff aifc au snd wma caf amr".split()
@@ -58,13 +58,13 @@ def meta_value(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
 
 
-def stat_row(
-    uri: str, meta: dict[str, str] | None, storage_options: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The listing row of one named file; a file that cannot be stat'ed gets `list_error`."""
+def stat_row(uri: str, meta: dict[str, str] | None, where: Location | None) -> dict[str, Any]:
+    """The listing row of one named file (reached from `where`, the source that names it, with
+    its filesystem and options); a file that cannot be stat'ed gets `list_error`."""
     row = {"uri": uri, "size_bytes": None, "meta": meta or None, "list_error": None}
     try:
-        fs, p = get_fs(uri, storage_options)
+        file = where.at(uri) if where is not None else Location(uri)
+        fs, p = file.fs, file.path
         info = fs.info(p)
         if info.get("type") == "directory":
             raise IsADirectoryError(p)

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from earmark.contracts import JobError
 from earmark.source.listing import file_row, meta_value, stat_row
-from earmark.storage import full_uri, get_fs
+from earmark.storage import Location
 
 CHUNK_BYTES = 16 << 20  # JSON Lines bytes per listing task
 CHUNK_ROWS = 200_000  # Parquet rows per listing task (whole row groups)
@@ -38,7 +38,9 @@ def _format(path: str) -> str:
     return path.lower().rsplit(".", 1)[1]
 
 
-def plan_chunks(fs: Any, path: str, source: str) -> Iterator[dict[str, Any]]:
+def plan_chunks(manifest: Location) -> Iterator[dict[str, Any]]:
+    """The manifest's chunks, each a unit naming the manifest by its URL and path."""
+    fs, path, source = manifest.fs, manifest.path, manifest.url
     if not fs.exists(path):
         raise JobError(f"manifest {source!r} does not exist")
     fmt = _format(path)
@@ -114,8 +116,8 @@ def _check_uris(fs: Any, path: str, source: str, fmt: str) -> None:
         )
 
 
-def resolve_uri(fs: Any, manifest_path: str, uri: str) -> str:
-    """Relative URIs live beside the manifest; local paths are normalized."""
+def resolve_uri(manifest: Location, uri: str) -> str:
+    """Relative URIs live beside the manifest, on its filesystem; local paths are normalized."""
     uri = uri.strip()
     if uri.startswith("file://"):
         return "file://" + posixpath.normpath(uri.removeprefix("file://"))
@@ -123,7 +125,7 @@ def resolve_uri(fs: Any, manifest_path: str, uri: str) -> str:
         return uri
     if uri.startswith("/"):
         return "file://" + posixpath.normpath(uri)
-    return full_uri(fs, posixpath.normpath(posixpath.join(posixpath.dirname(manifest_path), uri)))
+    return manifest.uri(posixpath.normpath(posixpath.join(posixpath.dirname(manifest.path), uri)))
 
 
 def _chunk_table(fs: Any, unit: dict[str, Any]) -> Iterator[pa.Table]:
@@ -145,24 +147,23 @@ def _chunk_table(fs: Any, unit: dict[str, Any]) -> Iterator[pa.Table]:
             yield pa.Table.from_batches([batch])
 
 
-def list_chunk(
-    unit: dict[str, Any], storage_options: dict[str, Any] | None
-) -> Iterator[list[dict[str, Any]]]:
-    """Pages of listing rows of one manifest chunk."""
-    fs, _ = get_fs(unit["source"], storage_options)
+def list_chunk(unit: dict[str, Any], source: Location) -> Iterator[list[dict[str, Any]]]:
+    """Pages of listing rows of one manifest chunk of `source` (the manifest). The files it
+    names are stat'ed through the source's filesystem, or with its options on theirs."""
+    manifest = source.at(unit["source"])
     with ThreadPoolExecutor(STAT_THREADS) as pool:
-        for table in _chunk_table(fs, unit):
+        for table in _chunk_table(manifest.fs, unit):
             for start in range(0, table.num_rows, PAGE_ROWS):
                 recs = table.slice(start, PAGE_ROWS).to_pylist()
-                yield list(pool.map(lambda r: _row(fs, unit["path"], r, storage_options), recs))
+                yield list(pool.map(lambda r: _row(manifest, r), recs))
 
 
-def _row(fs: Any, manifest_path: str, rec: dict[str, Any], opts: dict[str, Any] | None) -> dict:
-    uri = resolve_uri(fs, manifest_path, str(rec.get("uri") or ""))
+def _row(manifest: Location, rec: dict[str, Any]) -> dict:
+    uri = resolve_uri(manifest, str(rec.get("uri") or ""))
     # a null (or a column this row lacks) is no entry, not an empty string
     meta = {k: meta_value(v) for k, v in rec.items() if k != "uri" and v is not None}
     size = next((rec[c] for c in SIZE_COLUMNS if rec.get(c) is not None), None)
     if size is None:
-        return stat_row(uri, meta, opts)
+        return stat_row(uri, meta, manifest)
     info = {"size": int(size), **{c: rec[c] for c in VERSION_COLUMNS if rec.get(c) is not None}}
     return file_row(uri, info, meta)

@@ -29,7 +29,7 @@ from earmark.source.listing import (
     version_of,
 )
 from earmark.source.packed import audio_column, is_tar_shard, parquet_row_groups
-from earmark.storage import classify_os_error, full_uri, get_fs
+from earmark.storage import Location, LocationLike, classify_os_error
 from earmark.storage.paging import iter_file_pages, iter_top_level
 
 PAGE_ROWS = 1000  # listing rows handed on at a time
@@ -46,53 +46,52 @@ def _wanted(path: str) -> bool:
     return ext in AUDIO_EXTENSIONS or is_packed_name(path)
 
 
-def plan_units(
-    source: str, storage_options: dict[str, Any] | None, audio_col: str | None = None
-) -> Iterator[dict[str, Any]]:
-    """Units of work for the listing tasks. Raises JobError, before any work, when the source
-    cannot be listed: missing, a glob matching nothing, a manifest without a usable `uri`."""
+def plan_units(source: LocationLike, audio_col: str | None = None) -> Iterator[dict[str, Any]]:
+    """Units of work for the listing tasks (each names its files by full URI). Raises JobError,
+    before any work, when the source cannot be listed: missing, a glob matching nothing, a
+    manifest without a usable `uri`."""
+    source = Location.of(source)
+    name = source.url
     try:
-        fs, path = get_fs(source, storage_options)
-        if is_manifest(source) and not _is_packed_parquet(fs, path, source, audio_col):
-            yield from manifests.plan_chunks(fs, path, source)
+        fs, path = source.fs, source.path
+        if is_manifest(name) and not _is_packed_parquet(fs, path, name, audio_col):
+            yield from manifests.plan_chunks(source)
             return
         if any(ch in path for ch in "*?[") and not fs.exists(path):  # "take [1]" is a name
             matches = sorted(fs.glob(path))
             if not matches:
-                raise JobError(f"source glob {source!r} matched no files")
-            uris = [full_uri(fs, m) for m in matches]
+                raise JobError(f"source glob {name!r} matched no files")
+            uris = [source.uri(m) for m in matches]
             for i in range(0, len(uris), PATHS_PER_UNIT):
                 yield {"kind": "paths", "paths": uris[i : i + PATHS_PER_UNIT]}
             return
         if not fs.exists(path):
-            raise JobError(f"source {source!r} does not exist")
+            raise JobError(f"source {name!r} does not exist")
         if fs.isfile(path):
-            yield {"kind": "paths", "paths": [full_uri(fs, path)]}
+            yield {"kind": "paths", "paths": [source.uri(path)]}
             return
-        yield {"kind": "root", "path": full_uri(fs, path)}
+        yield {"kind": "root", "path": source.uri(path)}
     except JobError:
         raise
     except Exception as exc:
         raise JobError(
-            f"source {source!r} cannot be listed ({type(exc).__name__}: {exc}). Check the path "
+            f"source {name!r} cannot be listed ({type(exc).__name__}: {exc}). Check the path "
             "or bucket, the endpoint and the credentials."
         ) from exc
 
 
-def expand_unit(
-    unit: dict[str, Any], storage_options: dict[str, Any] | None
-) -> Iterator[dict[str, Any]]:
+def expand_unit(unit: dict[str, Any], source: Location) -> Iterator[dict[str, Any]]:
     """A folder's root becomes one unit per subfolder and pages of its own files (found while
     walking it, so they are not listed twice); every other unit stays as it is. This runs in a
     task: a flat prefix of a million objects is a thousand requests, too slow for the driver."""
     if unit["kind"] != "root":
         yield unit
         return
-    fs, root = get_fs(unit["path"], storage_options)
+    folder = source.at(unit["path"])
     page: list[dict[str, Any]] = []
-    for child, info in iter_top_level(fs, root):
+    for child, info in iter_top_level(folder.fs, folder.path):
         if info is None:
-            yield {"kind": "tree", "path": full_uri(fs, child)}
+            yield {"kind": "tree", "path": folder.uri(child)}
             continue
         page.append(info)
         if len(page) >= PAGE_ROWS:
@@ -117,18 +116,18 @@ def _is_packed_parquet(fs: Any, path: str, source: str, audio_col: str | None) -
 
 
 def list_unit(
-    unit: dict[str, Any],
-    storage_options: dict[str, Any] | None,
-    audio_col: str | None = None,
+    unit: dict[str, Any], source: Location, audio_col: str | None = None
 ) -> Iterator[list[dict[str, Any]]]:
-    """Pages of listing rows of one unit (see the module docstring)."""
+    """Pages of listing rows of one unit of `source` (see the module docstring); its files
+    share the source's filesystem."""
     if unit["kind"] == "manifest":
-        yield from manifests.list_chunk(unit, storage_options)
+        yield from manifests.list_chunk(unit, source)
         return
-    fs, path = get_fs(unit.get("path") or unit["paths"][0], storage_options)
+    where = source.at(unit.get("path") or unit["paths"][0])
+    fs, path = where.fs, where.path
     if unit["kind"] == "paths":
-        paths = [get_fs(u, storage_options)[1] for u in unit["paths"]]
-        yield from _list_paths(fs, paths, storage_options, audio_col)
+        paths = [where.path_of(u) for u in unit["paths"]]  # one glob's matches: one filesystem
+        yield from _list_paths(where, paths, audio_col)
         return
     pages = (
         [unit["infos"]]
@@ -143,11 +142,11 @@ def list_unit(
                 continue
             if is_packed_name(p):
                 yield from _flush(rows)
-                yield from list_packed(fs, p, info, storage_options, audio_col)
+                yield from list_packed(where, p, info, audio_col)
             elif info.get("islink"):  # the link's own info: stat its target (broken? a loop?)
-                rows.append(stat_row(full_uri(fs, p), None, storage_options))
+                rows.append(stat_row(where.uri(p), None, where))
             else:
-                rows.append(file_row(full_uri(fs, p), info))
+                rows.append(file_row(where.uri(p), info))
         yield from _flush(rows)
 
 
@@ -158,33 +157,30 @@ def _flush(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 
 
 def _list_paths(
-    fs: Any, paths: list[str], storage_options: dict[str, Any] | None, audio_col: str | None
+    where: Location, paths: list[str], audio_col: str | None
 ) -> Iterator[list[dict[str, Any]]]:
     loose = [p for p in paths if not is_packed_name(p)]
     with ThreadPoolExecutor(STAT_THREADS) as pool:
         for i in range(0, len(loose), PAGE_ROWS):
             chunk = loose[i : i + PAGE_ROWS]
-            yield list(pool.map(lambda p: stat_row(full_uri(fs, p), None, storage_options), chunk))
+            yield list(pool.map(lambda p: stat_row(where.uri(p), None, where), chunk))
     for p in paths:
         if is_packed_name(p):
             try:
-                info = fs.info(p)
+                info = where.fs.info(p)
             except Exception as exc:
-                yield [_shard_error(full_uri(fs, p), exc)]
+                yield [_shard_error(where.uri(p), exc)]
                 continue
-            yield from list_packed(fs, p, info, storage_options, audio_col)
+            yield from list_packed(where, p, info, audio_col)
 
 
 def list_packed(
-    fs: Any,
-    path: str,
-    info: dict[str, Any],
-    storage_options: dict[str, Any] | None,
-    audio_col: str | None,
+    where: Location, path: str, info: dict[str, Any], audio_col: str | None
 ) -> Iterator[list[dict[str, Any]]]:
-    """The listing rows of one packed shard (see the module docstring); a shard that cannot be
-    opened or is not packed audio is one error row naming it."""
-    uri = full_uri(fs, path)
+    """The listing rows of one packed shard (`path`, in `where`'s filesystem; see the module
+    docstring); a shard that cannot be opened or is not packed audio is one error row naming
+    it."""
+    fs, uri = where.fs, where.uri(path)
     size, version = info.get("size"), version_of(info)
     shard = {"uri": uri, "size": size, "version": version}
     if is_tar_shard(path):
@@ -245,21 +241,20 @@ def _shard_error(uri: str, exc: Exception, info: dict[str, Any] | None = None) -
 
 
 def iter_listing(
-    source: str, storage_options: dict[str, Any] | None = None, audio_col: str | None = None
+    source: LocationLike, audio_col: str | None = None
 ) -> Iterator[list[dict[str, Any]]]:
     """Pages of listing rows of a whole source, in this process (the job lists in tasks)."""
-    for unit in plan_units(source, storage_options, audio_col):
-        for part in expand_unit(unit, storage_options):
-            yield from list_unit(part, storage_options, audio_col)
+    source = Location.of(source)
+    for unit in plan_units(source, audio_col):
+        for part in expand_unit(unit, source):
+            yield from list_unit(part, source, audio_col)
 
 
-def list_source(
-    source: str, storage_options: dict[str, Any] | None = None, audio_col: str | None = None
-) -> list[dict[str, Any]]:
+def list_source(source: LocationLike, audio_col: str | None = None) -> list[dict[str, Any]]:
     """Every listing row of a source in memory, sorted by URI and deduplicated: for a handful of
     files (`earmark annotate`, checks); a job streams the listing instead."""
     seen: dict[str, dict[str, Any]] = {}
-    for page in iter_listing(source, storage_options, audio_col):
+    for page in iter_listing(source, audio_col):
         for r in page:
             seen.setdefault(r["audio_id"], r)  # a manifest naming a file twice yields one row
     return sorted(seen.values(), key=lambda r: r["uri"])
