@@ -182,3 +182,20 @@ def test_the_tally_says_the_listing_goes_on_until_every_unit_is_listed(tmp_path,
                  for r in pickle.loads(g)]  # fmt: skip
         assert files and tally.real.totals()["listing"] == (i < len(parts) - 1)
     assert tally.real.units_open == 0 and sum(c[0] for c in tally.calls) == 7
+
+
+def test_listing_tasks_always_leave_room_for_a_decode_task_and_the_model():
+    """Listing slots × their CPUs + one decode task + the smallest Annotator pool fit the
+    cluster, and there is always at least one listing task."""
+    from earmark.batch.pipeline import LIST_NUM_CPUS, listing_slots
+    from earmark.contracts import ResourceSpec
+
+    res = ResourceSpec(annotator_num_cpus=2, min_actors=2, max_actors=4)
+    for cpus in (1, 2, 3, 8, 16, 64):
+        for with_model in (False, True):
+            slots = listing_slots(cpus, res, with_model)
+            model = 4 if with_model else 0
+            room = cpus - model - res.decode_num_cpus
+            assert slots >= 1
+            assert slots == 1 or slots * LIST_NUM_CPUS <= room + 1e-9, (cpus, with_model)
+    assert listing_slots(2, ResourceSpec(), with_model=False) == 4  # 2 cores: 1 CPU listing

@@ -29,7 +29,7 @@ from earmark.annotate.annotator import Annotator
 from earmark.annotate.decoded import DecodeStage, to_work_table
 from earmark.batch.listing import SCAN_GROUP_FILES, expand_fn, list_fn, resolve_index
 from earmark.compute.resources import annotator_options
-from earmark.contracts import JobSpec
+from earmark.contracts import JobSpec, ResourceSpec
 from earmark.sink.shards import write_rows
 from earmark.storage import Location
 
@@ -77,11 +77,13 @@ def build_dataset(
         expand_fn(source, tally), batch_size=None, batch_format="pyarrow", num_cpus=LIST_NUM_CPUS
     ).repartition(target_num_rows_per_block=1)
     max_files = res.files_per_batch if with_model else SCAN_GROUP_FILES
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
     ds = ds.map_batches(
         list_fn(source, spec.audio_column, max_files, index, tally),
         batch_size=None,
         batch_format="pyarrow",
         num_cpus=LIST_NUM_CPUS,
+        concurrency=listing_slots(cpus, res, with_model),
     ).repartition(target_num_rows_per_block=1)
     ds = ds.map_batches(
         _decode_fn(spec, source, out, family, decode_ledger, index, tally),
@@ -113,6 +115,16 @@ def build_dataset(
             **annotator_options(res),
         )
     return ds
+
+
+def listing_slots(cluster_cpus: float, res: ResourceSpec, with_model: bool) -> int:
+    """Listing tasks at once: as many as fit beside one decode task and the smallest Annotator
+    pool. Unbounded, the listing tasks of a large manifest (5 chunks of a 1M-row manifest at
+    0.25 CPU) left less than a decode task's CPU free, and no file was decoded until the whole
+    listing was done (75 s on 2 cores); this way decoding starts with the first page."""
+    model = res.min_actors * res.annotator_num_cpus if with_model else 0.0
+    free = cluster_cpus - model - res.decode_num_cpus
+    return max(1, int(free / LIST_NUM_CPUS + 1e-9))
 
 
 def _decode_fn(

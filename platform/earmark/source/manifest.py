@@ -155,7 +155,17 @@ def list_chunk(unit: dict[str, Any], source: Location) -> Iterator[list[dict[str
         for table in _chunk_table(manifest.fs, unit):
             for start in range(0, table.num_rows, PAGE_ROWS):
                 recs = table.slice(start, PAGE_ROWS).to_pylist()
-                yield list(pool.map(lambda r: _row(manifest, r), recs))
+                if _names_local_files(manifest, recs):  # a stat is microseconds: no threads
+                    yield [_row(manifest, r) for r in recs]
+                else:  # a request each: STAT_THREADS at a time
+                    yield list(pool.map(lambda r: _row(manifest, r), recs))
+
+
+def _names_local_files(manifest: Location, recs: list[dict[str, Any]]) -> bool:
+    """Whether a page's files are local (judged by its first row): threads only add cost there
+    (measured: 65 µs a row with 32 threads, 16 µs without, listing 100k local files)."""
+    first = next((r.get("uri") for r in recs if r.get("uri")), None)
+    return first is not None and manifest.at(resolve_uri(manifest, str(first))).is_local
 
 
 def _row(manifest: Location, rec: dict[str, Any]) -> dict:
