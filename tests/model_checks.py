@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from earmark.audio.windows import Window
-from earmark.models import hf_common as H
+from earmark.models import hf_generate as G
 
 SR = 16_000  # Hz
 
@@ -53,5 +53,5 @@ def assert_tasks_share_one_audio_prefill(
     for t in tasks:
         alone = model.trace(windows, [t])
         for i in range(len(windows)):
-            problem = H.compare_traces(alone[i][t.name], together[i][t.name])
+            problem = G.compare_traces(alone[i][t.name], together[i][t.name])
             assert problem is None, f"window {i}, {t.name}: {problem}"

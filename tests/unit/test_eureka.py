@@ -11,7 +11,7 @@ import pytest
 from earmark.audio import features as F
 from earmark.audio.windows import Window
 from earmark.contracts import TaskRequest, parse_tasks
-from earmark.models import hf_common as H
+from earmark.models import hf_generate as G
 from earmark.models.base import ModelInputError, ModelLoadError
 from earmark.models.eureka import AUDIO_PAD, EMPTY_THINK, EurekaModel
 from earmark.models.prompts import parse_tags, prompt_for
@@ -108,7 +108,7 @@ def test_batch_of_8_equals_one_at_a_time(model, windows):
     for i, w in enumerate(windows):
         (single,) = model.trace([w], tasks)
         for t in tasks:
-            problem = H.compare_traces(single[t.name], batched[i][t.name])
+            problem = G.compare_traces(single[t.name], batched[i][t.name])
             assert problem is None, f"window {i} ({w.num_samples} samples), {t.name}: {problem}"
     # the audio matters: different windows give different text
     assert model.fast, "the batched path fell back to the reference path"
@@ -126,7 +126,7 @@ def test_batched_path_equals_reference_path(ckpt, model, windows):
     theirs = reference.trace(few, tasks)
     for i in range(len(few)):
         for t in tasks:
-            problem = H.compare_traces(theirs[i][t.name], ours[i][t.name])
+            problem = G.compare_traces(theirs[i][t.name], ours[i][t.name])
             assert problem is None, f"window {i}, {t.name}: {problem}"
     assert model.annotate(few, tasks) == reference.annotate(few, tasks)
     assert model.fast

@@ -11,7 +11,7 @@ import pytest
 from earmark.audio import features as F
 from earmark.audio.windows import Window
 from earmark.contracts import TaskRequest, parse_tasks
-from earmark.models import hf_common as H
+from earmark.models import hf_generate as G
 from earmark.models.base import ModelInputError, ModelLoadError
 from earmark.models.midashenglm import MiDashengLMModel
 from earmark.models.prompts import parse_tags, prompt_for
@@ -74,7 +74,7 @@ def test_prompt_format(model):
 
 
 def test_processor_semantics(model):
-    ids, mask = H.left_pad([[5, 6, 7], [8]], model.pad_id, "cpu")
+    ids, mask = G.left_pad([[5, 6, 7], [8]], model.pad_id, "cpu")
     assert ids.tolist() == [[5, 6, 7], [model.pad_id] * 2 + [8]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     waves = [np.ones(4000, np.float32), np.ones(6000, np.float32)]
@@ -113,7 +113,7 @@ def test_batch_of_8_equals_one_at_a_time(model, windows):
     for i, w in enumerate(windows):
         (single,) = model.trace([w], tasks)
         for t in tasks:
-            problem = H.compare_traces(single[t.name], batched[i][t.name])
+            problem = G.compare_traces(single[t.name], batched[i][t.name])
             assert problem is None, f"window {i} ({w.num_samples} samples), {t.name}: {problem}"
     assert model.fast, "the batched path fell back to the reference path"
     assert len({tuple(r["asr"][0]) for r in batched}) > 1  # the audio matters
@@ -126,7 +126,7 @@ def test_encode_once_equals_remote_generate(ckpt, model, windows):
     ours, theirs = model.trace(windows, tasks), remote.trace(windows, tasks)
     for i in range(len(windows)):
         for t in tasks:
-            problem = H.compare_traces(theirs[i][t.name], ours[i][t.name])
+            problem = G.compare_traces(theirs[i][t.name], ours[i][t.name])
             assert problem is None, f"window {i}, {t.name}: {problem}"
     assert remote.stats.encoder_passes == len(windows) * len(tasks)
     assert model.fast

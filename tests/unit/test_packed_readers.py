@@ -24,10 +24,9 @@ from earmark.source.packed import (
     audio_column,
     is_tar_shard,
     iter_parquet_members,
-    iter_tar_members,
     parquet_row_groups,
-    split_member_name,
 )
+from earmark.source.tar import iter_tar_members, split_member_name
 
 HF_AUDIO = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 LIMIT = 1 << 20

@@ -19,7 +19,8 @@ import numpy as np
 from earmark.audio.fetch import wait_or_raise
 from earmark.contracts import EarmarkError, LimitsSpec
 from earmark.source.listing import audio_id_for
-from earmark.source.packed import Member, iter_parquet_members, iter_tar_members
+from earmark.source.packed import Member, iter_parquet_members
+from earmark.source.tar import iter_tar_members
 from earmark.storage import Location
 
 REMOTE_BLOCK_BYTES = 8 << 20  # read-ahead block for shards in object stores

@@ -10,15 +10,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from earmark import __version__
 from earmark.cli.common import app, console, out
 from earmark.cli.common import fail as _fail
 from earmark.contracts.errors import validation_problems
 
-models_app = typer.Typer(help="Model families earmark can run.", no_args_is_help=True)
-schemas_app = typer.Typer(help="Contract snapshots (JSON Schema, Arrow).", no_args_is_help=True)
-app.add_typer(models_app, name="models")
-app.add_typer(schemas_app, name="schemas")
 SourceArg = Annotated[
     str, typer.Argument(help="Folder, bucket prefix, glob, or .parquet/.jsonl/.csv manifest")
 ]
@@ -266,40 +261,8 @@ def annotate(
         raise typer.Exit(1)
 
 
-@models_app.command("list")
-def models_list() -> None:
-    """Families, default checkpoints, window length and audio tokens per second."""
-    from earmark.contracts import FAMILIES
-
-    t = Table("family", "default checkpoint", "window", "audio tokens/s", "tasks", expand=False)
-    t.columns[1].no_wrap = True
-    for info in FAMILIES.values():
-        tps = "—" if info.audio_tokens_per_s is None else f"{info.audio_tokens_per_s:g}"
-        t.add_row(
-            info.name, info.default_checkpoint, f"{info.window_s:g} s", tps, ", ".join(info.tasks)
-        )
-    out.print(t)
-
-
-@schemas_app.command("export")
-def schemas_export(
-    folder: Annotated[Path, typer.Argument(help="Where to write")] = Path("schemas"),
-) -> None:
-    """Write JSON Schema (job spec, row) and the output's Arrow schema."""
-    from earmark.contracts.snapshots import export
-
-    for p in export(folder):
-        out.print(str(p))
-
-
-@app.command()
-def version() -> None:
-    """Print the earmark version."""
-    out.print(__version__)
-
-
 # the other command groups register themselves on `app` when imported
-from earmark.cli import cluster, serve  # noqa: E402, F401
+from earmark.cli import bench, cluster, info, serve  # noqa: E402, F401
 from earmark.cli.results import register as _register_results  # noqa: E402
 
 _register_results(app)

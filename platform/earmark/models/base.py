@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from earmark.audio.samples import TARGET_SR
 from earmark.audio.windows import Window
 from earmark.contracts import FamilyInfo, TaskRequest
 
@@ -120,6 +121,23 @@ class AudioModel(abc.ABC):
                     f"model family {self.info.name!r} cannot do task {t.name!r}; "
                     f"it supports {', '.join(self.info.tasks)}"
                 )
+
+    @classmethod
+    def window_samples(cls, samples: np.ndarray) -> np.ndarray:
+        """One window's samples as float32, refused (ModelInputError naming the family) when
+        they are not mono, empty, not finite, or longer than the family's window."""
+        name = cls.info.name
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1 or samples.size == 0:
+            raise ModelInputError(f"{name} needs non-empty mono samples, got shape {samples.shape}")
+        if not np.all(np.isfinite(samples)):
+            raise ModelInputError(f"{name} window samples hold NaN or inf")
+        if samples.size > cls.info.window_s * TARGET_SR:
+            raise ModelInputError(
+                f"{name} window of {samples.size / TARGET_SR:.1f} s is longer than "
+                f"{cls.info.window_s:.0f} s"
+            )
+        return samples
 
     def check_window(self, w: Window) -> None:
         """Refuse windows the model cannot take, naming the problem."""

@@ -32,6 +32,7 @@ from earmark.audio import features as F
 from earmark.audio.windows import Window
 from earmark.contracts import FAMILIES, TaskRequest
 from earmark.models import hf_common as H
+from earmark.models import hf_generate as G
 from earmark.models.base import BatchStats, ModelInputError
 from earmark.models.prompts import Prompt, prompt_for
 from earmark.models.remote_code import RemoteCodeModel, annotate_tasks
@@ -106,16 +107,7 @@ class EurekaModel(RemoteCodeModel):
     @classmethod
     def prepare(cls, samples: np.ndarray) -> dict[str, np.ndarray]:
         """{"mel": [128, 8 * ceil(n / 1280)] float32}: the reference log-mel of one window."""
-        samples = np.asarray(samples, dtype=np.float32)
-        if samples.ndim != 1 or samples.size == 0:
-            raise ModelInputError(f"eureka needs non-empty mono samples, got shape {samples.shape}")
-        if not np.all(np.isfinite(samples)):
-            raise ModelInputError("eureka window samples hold NaN or inf")
-        if samples.size > cls.info.window_s * F.SAMPLE_RATE:
-            raise ModelInputError(
-                f"eureka window of {samples.size / F.SAMPLE_RATE:.1f} s is longer than "
-                f"{cls.info.window_s:.0f} s"
-            )
+        samples = cls.window_samples(samples)
         return {"mel": F.eureka_mel(samples)}
 
     # -- prompts ----------------------------------------------------------------------------
@@ -140,7 +132,7 @@ class EurekaModel(RemoteCodeModel):
     def _prompt_ids(self, task: TaskRequest) -> tuple[list[int], list[int]]:
         if task not in self._prompts:
             text = self.render(prompt_for(self.info.name, task))
-            self._prompts[task] = H.split_prompt(self.tokenizer, text, AUDIO_PAD, self.audio_pad_id)
+            self._prompts[task] = G.split_prompt(self.tokenizer, text, AUDIO_PAD, self.audio_pad_id)
         return self._prompts[task]
 
     def prompt_ids(self, task: TaskRequest, frames: int) -> tuple[list[int], list[int]]:
@@ -193,8 +185,8 @@ class EurekaModel(RemoteCodeModel):
         return result
 
     def _generate_args(self, with_scores: bool) -> dict[str, Any]:
-        args = H.greedy_kwargs(self.max_new_tokens, self.eos_ids, self.eos_ids[-1])
-        return {**args, "repetition_penalty": REPETITION_PENALTY, **H.trace_kwargs(with_scores)}
+        args = G.greedy_kwargs(self.max_new_tokens, self.eos_ids, self.eos_ids[-1])
+        return {**args, "repetition_penalty": REPETITION_PENALTY, **G.trace_kwargs(with_scores)}
 
     def _run_fast(self, mels: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
         import torch
@@ -215,7 +207,7 @@ class EurekaModel(RemoteCodeModel):
     def _run_reference(self, mels: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
         import torch
 
-        results: list[dict[str, H.Trace]] = [{} for _ in mels]
+        results: list[dict[str, G.Trace]] = [{} for _ in mels]
         with torch.inference_mode():
             for i, mel in enumerate(mels):
                 chunks = torch.from_numpy(F.chunk_mel(mel)).to(self.device, self.model.dtype)
@@ -234,6 +226,6 @@ class EurekaModel(RemoteCodeModel):
                         mel_batch_list=chunks,
                         **self._generate_args(with_scores),
                     )
-                    row = H.generated_rows(out, ids_t, self.eos_ids, with_scores)[0]
+                    row = G.generated_rows(out, ids_t, self.eos_ids, with_scores)[0]
                     results[i][task.name] = row
         return results

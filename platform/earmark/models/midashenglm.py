@@ -27,6 +27,7 @@ from earmark.audio import features as F
 from earmark.audio.windows import Window
 from earmark.contracts import FAMILIES, TaskRequest
 from earmark.models import hf_common as H
+from earmark.models import hf_generate as G
 from earmark.models.base import ModelInputError
 from earmark.models.prompts import Prompt, prompt_for
 from earmark.models.remote_code import RemoteCodeModel, annotate_tasks
@@ -79,18 +80,7 @@ class MiDashengLMModel(RemoteCodeModel):
     @classmethod
     def prepare(cls, samples: np.ndarray) -> dict[str, np.ndarray]:
         """{"input_values": waveform float32}, zero-padded to ≥ 3200 samples (one token)."""
-        samples = np.asarray(samples, dtype=np.float32)
-        if samples.ndim != 1 or samples.size == 0:
-            raise ModelInputError(
-                f"midashenglm needs non-empty mono samples, got shape {samples.shape}"
-            )
-        if not np.all(np.isfinite(samples)):
-            raise ModelInputError("midashenglm window samples hold NaN or inf")
-        if samples.size > cls.info.window_s * F.SAMPLE_RATE:
-            raise ModelInputError(
-                f"midashenglm window of {samples.size / F.SAMPLE_RATE:.1f} s is longer than "
-                f"{cls.info.window_s:.0f} s"
-            )
+        samples = cls.window_samples(samples)
         return {"input_values": F.pad_to_min_length(samples)}
 
     # -- prompts ----------------------------------------------------------------------------
@@ -124,7 +114,7 @@ class MiDashengLMModel(RemoteCodeModel):
         """Prompt ids before and after the `<|AUDIO|>` placeholder."""
         if task not in self._prompts:
             text = self.render(prompt_for(self.info.name, task))
-            self._prompts[task] = H.split_prompt(self.tokenizer, text, AUDIO_TOKEN, self.audio_id)
+            self._prompts[task] = G.split_prompt(self.tokenizer, text, AUDIO_TOKEN, self.audio_id)
         return self._prompts[task]
 
     # -- model side -------------------------------------------------------------------------
@@ -180,8 +170,8 @@ class MiDashengLMModel(RemoteCodeModel):
         return result
 
     def _generate_args(self, with_scores: bool) -> dict[str, Any]:
-        args = H.greedy_kwargs(self.max_new_tokens, self.eos_ids, self.pad_id)
-        return {**args, **H.trace_kwargs(with_scores)}
+        args = G.greedy_kwargs(self.max_new_tokens, self.eos_ids, self.pad_id)
+        return {**args, **G.trace_kwargs(with_scores)}
 
     def _run_fast(self, waves: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
         import torch
@@ -201,12 +191,12 @@ class MiDashengLMModel(RemoteCodeModel):
     def _run_reference(self, waves: list[np.ndarray], tasks: list[TaskRequest], with_scores: bool):
         import torch
 
-        results: list[dict[str, H.Trace]] = [{} for _ in waves]
+        results: list[dict[str, G.Trace]] = [{} for _ in waves]
         with torch.inference_mode():
             values, lengths = self._batch(waves)
             for task in tasks:
                 rows = [self.prompt_ids(task, len(w)) for w in waves]
-                ids, mask = H.left_pad(rows, self.pad_id, self.device)
+                ids, mask = G.left_pad(rows, self.pad_id, self.device)
                 self.stats.encoder_passes += len(waves)
                 out = self.model.generate(
                     input_ids=ids,
@@ -215,6 +205,6 @@ class MiDashengLMModel(RemoteCodeModel):
                     audio_length=lengths,
                     **self._generate_args(with_scores),
                 )
-                for i, row in enumerate(H.generated_rows(out, ids, self.eos_ids, with_scores)):
+                for i, row in enumerate(G.generated_rows(out, ids, self.eos_ids, with_scores)):
                     results[i][task.name] = row
         return results

@@ -1,26 +1,27 @@
 """MOSS-Audio 4B/8B Instruct backend (family `moss`), batched, on earmark's own architecture.
 
-CPU side (`prepare`): 128-bin Whisper log-mel in numpy, no 30 s padding (T = samples // 160). Model
-side (`annotate`): one encoder pass over the batch of windows, then one greedy generation over all
-(window, task) rows, left-padded; each row gets its window's audio embeddings (and DeepStack
-embeddings) packed by that window's own token count. Prompt layout, special ids and time markers
-follow `OpenMOSS/MOSS-Audio` (`src/processing_moss_audio.py`). Time markers (digits of the elapsed
-second after every 25 audio tokens) are on by default, as in the reference inference scripts;
-`time_markers=False` or the checkpoint key `enable_time_marker: false` turns them off. They change
-the model input only: outputs are returned as text, and `parse_timed_segments` reads "[start - end]
-text" lines when a prompt asks for times. torch/transformers are imported inside `__init__` only, so
-decode workers stay light.
+CPU side (`prepare`): 128-bin Whisper log-mel (earmark.audio.features), no 30 s padding (T =
+samples // 160). Model side (`annotate`): one encoder pass over the batch of windows, then one
+greedy generation over all (window, task) rows, left-padded; each row gets its window's audio
+embeddings (and DeepStack embeddings) packed by that window's own token count. Prompt layout,
+special ids and time markers follow `OpenMOSS/MOSS-Audio` (`src/processing_moss_audio.py`). Time
+markers (digits of the elapsed second after every 25 audio tokens) are on by default, as in the
+reference inference scripts; `time_markers=False` or the checkpoint key `enable_time_marker: false`
+turns them off. They change the model input only: outputs are returned as text, and
+`parse_timed_segments` reads "[start - end] text" lines when a prompt asks for times.
+torch/transformers are imported inside `__init__` only, so decode workers stay light.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any
 
 import numpy as np
 
-from earmark.audio.windows import SAMPLE_RATE, Window
+from earmark.audio import features as F
+from earmark.audio.features import N_MELS
+from earmark.audio.windows import Window
 from earmark.contracts import FAMILIES, TaskRequest
 from earmark.models.base import (
     AudioModel,
@@ -31,11 +32,7 @@ from earmark.models.base import (
 )
 from earmark.models.prompts import clean_text, prompt_for
 
-N_FFT = 400  # samples (25 ms) per STFT frame
-HOP = 160  # samples (10 ms) between frames -> 100 mel frames/s
-N_MELS = 128
-LOG_RANGE = 8.0  # log10 units kept below each clip's peak (Whisper's per-utterance floor)
-MIN_SAMPLES = N_FFT  # shorter windows are zero-padded to one STFT frame (2 mel frames, 1 token)
+MIN_SAMPLES = F.N_FFT  # shorter windows are zero-padded to one STFT frame (2 mel frames, 1 token)
 MARKER_EVERY_TOKENS = 25  # 2 s of audio at 12.5 tokens/s
 MARKER_EVERY_S = 2
 DEFAULT_TIME_MARKERS = True  # infer.py / app.py / hf_inference.py of the reference all enable them
@@ -43,44 +40,13 @@ MAX_BATCH_ROWS = 64  # (window, task) rows per generate call, bounds prefill mem
 
 
 # -- features (CPU, numpy) ------------------------------------------------------------------------
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-    """Slaney mel scale: linear below 1 kHz, logarithmic above."""
-    f = np.asarray(f, dtype=np.float64)
-    lin = f / (200.0 / 3.0)
-    logr = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
-    return np.where(f >= 1000.0, logr, lin)
-
-
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * 200.0 / 3.0)
-
-
-@functools.lru_cache(maxsize=4)
-def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """[n_fft//2+1, n_mels] Slaney-normalized triangular filters over 0..sr/2 (Whisper's bank)."""
-    fft_hz = np.linspace(0.0, sr / 2, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2), n_mels + 2))
-    width = np.diff(edges)
-    dist = edges[None, :] - fft_hz[:, None]
-    rising = -dist[:, :-2] / width[:-1]
-    falling = dist[:, 2:] / width[1:]
-    bank = np.maximum(0.0, np.minimum(rising, falling))
-    return bank * (2.0 / (edges[2:] - edges[:-2]))[None, :]
-
-
 def log_mel(samples: np.ndarray) -> np.ndarray:
-    """[128, len//160] float32 Whisper log-mel of 16 kHz mono samples, without 30 s padding."""
-    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    """[128, len//160] float32 Whisper log-mel of 16 kHz mono samples, without 30 s padding (the
+    one implementation, earmark.audio.features); shorter windows zero-padded to one STFT frame."""
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if x.size < MIN_SAMPLES:
         x = np.pad(x, (0, MIN_SAMPLES - x.size))
-    padded = np.pad(x, N_FFT // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
-    window = np.hanning(N_FFT + 1)[:-1]  # periodic Hann
-    power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2
-    mel = np.log10(np.maximum(power @ mel_filters(), 1e-10)).T[:, :-1]  # drop the last frame
-    mel = np.maximum(mel, mel.max() - LOG_RANGE)
-    return ((mel + 4.0) / 4.0).astype(np.float32)
+    return F.log_mel(x)
 
 
 def audio_token_count(mel_frames: int) -> int:
@@ -275,7 +241,7 @@ class MossModel(AudioModel):
         with every tail."""
         import torch
 
-        from earmark.models.hf_common import left_pad
+        from earmark.models.hf_generate import left_pad
         from earmark.models.moss_arch import pack_rows
 
         dev, pad = self.device, self.ids["pad"]

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from earmark.audio.windows import Window
 from earmark.contracts import TaskRequest
 from earmark.models import hf_common as H
+from earmark.models import hf_generate as G
 from earmark.models.base import AudioModel, BatchStats, ModelInputError, prefix_groups
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class RemoteCodeModel(AudioModel):
     @abc.abstractmethod
     def _run_reference(
         self, inputs: list[Any], tasks: list[TaskRequest], with_scores: bool
-    ) -> list[dict[str, H.Trace]]:
+    ) -> list[dict[str, G.Trace]]:
         """Traces per window and task through the model's own `generate`."""
 
     def _fall_back(self, why: str) -> None:
@@ -128,13 +129,13 @@ class RemoteCodeModel(AudioModel):
     def annotate(self, windows: list[Window], tasks: list[TaskRequest]) -> list[dict[str, str]]:
         runs = self.trace(windows, tasks, with_scores=False)
         return [
-            {name: H.decode(self.tokenizer, ids, self.eos_ids) for name, (ids, _) in r.items()}
+            {name: G.decode(self.tokenizer, ids, self.eos_ids) for name, (ids, _) in r.items()}
             for r in runs
         ]
 
     def trace(
         self, windows: list[Window], tasks: list[TaskRequest], *, with_scores: bool = True
-    ) -> list[dict[str, H.Trace]]:
+    ) -> list[dict[str, G.Trace]]:
         """Generated ids (and per-step scores) per window and task, for parity checks."""
         self.check_tasks(tasks)
         inputs = [self._input(w) for w in windows]
@@ -164,7 +165,7 @@ def annotate_tasks(
     stop_ids: Sequence[int],
     trace: bool,
     stats: BatchStats | None = None,
-) -> list[list[H.Trace]]:
+) -> list[list[G.Trace]]:
     """Traces [window][task] for windows with audio embeddings `audio` ([tokens_i, hidden]) and
     tasks whose prompt ids around the audio placeholder are `halves`.
 
@@ -196,7 +197,7 @@ def generate_from_prefix(
     stop_ids: Sequence[int],
     trace: bool,
     stats: BatchStats | None = None,
-) -> list[H.Trace]:
+) -> list[G.Trace]:
     """Rows window-major ([w0 t0, w0 t1, ..., w1 t0, ...]): prefill `heads` (left-padded, audio
     embeddings at `audio_id`) once, then continue each with every tail.
 
@@ -208,7 +209,7 @@ def generate_from_prefix(
     from transformers import DynamicCache
 
     device = lm.device
-    ids_h, mask_h = H.left_pad(heads, pad_id, device)
+    ids_h, mask_h = G.left_pad(heads, pad_id, device)
     embeds = lm.get_input_embeddings()(ids_h)
     is_audio = (ids_h == audio_id) & mask_h.bool()
     embeds[is_audio] = torch.cat(list(audio)).to(embeds.dtype)
@@ -226,7 +227,7 @@ def generate_from_prefix(
     cache = out.past_key_values
     n_tails = len(tails)
     cache.batch_repeat_interleave(n_tails)
-    ids_t, mask_t = H.left_pad(tails, pad_id, device)
+    ids_t, mask_t = G.left_pad(tails, pad_id, device)
     ids = torch.cat([ids_h.repeat_interleave(n_tails, 0), ids_t.repeat(len(heads), 1)], 1)
     mask = torch.cat([mask_h.repeat_interleave(n_tails, 0), mask_t.repeat(len(heads), 1)], 1)
     if stats is not None:
@@ -234,4 +235,4 @@ def generate_from_prefix(
         stats.real_units += int(mask_h.sum()) + len(heads) * int(mask_t.sum())
         stats.padded_units += ids_h.numel() + len(heads) * ids_t.numel()
     gen = lm.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **gen_kwargs)
-    return H.generated_rows(gen, ids, stop_ids, trace)
+    return G.generated_rows(gen, ids, stop_ids, trace)

