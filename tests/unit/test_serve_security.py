@@ -289,3 +289,17 @@ def test_a_serve_config_refuses_batch_job_resources_with_what_to_set_instead():
         ServeSpec.model_validate({"resources": {"max_actors": 4}})
     spec = ServeSpec.model_validate({"resources": {"annotator_num_cpus": 2}})
     assert spec.resources.annotator_num_cpus == 2  # what a replica needs is welcome
+
+
+def test_serve_resources_are_what_one_annotator_needs_and_a_job_adds_its_plan():
+    from earmark.contracts import ActorResources, ResourceSpec
+    from earmark.serve.config import BATCH_ONLY_RESOURCES, ServeSpec
+
+    actor = set(ActorResources.model_fields)
+    assert ServeSpec.model_fields["resources"].annotation is ActorResources
+    assert actor == {"annotator_num_cpus", "annotator_num_gpus", "annotator_resources",
+                     "cluster_cpus"}  # fmt: skip
+    # the batch plan is exactly what a Serve config refuses, with what to set instead
+    assert set(ResourceSpec.model_fields) - actor == set(BATCH_ONLY_RESOURCES)
+    with pytest.raises(ValueError, match="min_actors.*autoscaling.min_replicas"):
+        ServeSpec.model_validate({"resources": {"min_actors": 1}})  # even at its default

@@ -83,7 +83,7 @@ def build_dataset(
         batch_size=None,
         batch_format="pyarrow",
         num_cpus=LIST_NUM_CPUS,
-        concurrency=listing_slots(cpus, res, with_model),
+        compute=ray.data.TaskPoolStrategy(size=listing_slots(cpus, res, with_model)),
     ).repartition(target_num_rows_per_block=1)
     ds = ds.map_batches(
         _decode_fn(spec, source, out, family, decode_ledger, index, tally),

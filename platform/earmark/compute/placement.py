@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from earmark.contracts import ResourceSpec
+from earmark.contracts import ActorResources, ResourceSpec
 
 EPS = 1e-9  # 0.1 + 0.2 CPUs must fit in 0.3
 # Ray's own resources; the rest of a node's resources are custom ones (`--resources`)
@@ -78,7 +78,7 @@ def from_ray_nodes(entries: Iterable[Mapping[str, Any]]) -> list[NodeResources]:
     return nodes
 
 
-def annotator_demand(spec: ResourceSpec) -> dict[str, float]:
+def annotator_demand(spec: ActorResources) -> dict[str, float]:
     """What one Annotator actor asks of its node (the resources `annotator_options` gives Ray)."""
     demand = {"CPU": spec.annotator_num_cpus, "GPU": spec.annotator_num_gpus}
     demand.update(spec.annotator_resources)

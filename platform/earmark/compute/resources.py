@@ -14,7 +14,7 @@ from typing import Any
 
 from earmark.compute.address import resolve_run_address
 from earmark.compute.placement import NodeResources, from_ray_nodes, node_plan_problem
-from earmark.contracts import JobError, ResourceSpec
+from earmark.contracts import ActorResources, JobError, ResourceSpec
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class ClusterSize:
     nodes: tuple[NodeResources, ...] = ()
 
 
-def local_cluster_size(spec: ResourceSpec) -> ClusterSize:
+def local_cluster_size(spec: ActorResources) -> ClusterSize:
     """Size of the embedded Ray: the machine's CPUs (or the spec's) and visible GPUs."""
     cpus = spec.cluster_cpus or os.cpu_count() or 1
     gpus = visible_gpus()
@@ -58,7 +58,7 @@ def connected_size() -> ClusterSize:
     return ClusterSize(res.get("CPU", 0.0), res.get("GPU", 0.0), nodes)
 
 
-def annotator_options(spec: ResourceSpec) -> dict[str, Any]:
+def annotator_options(spec: ActorResources) -> dict[str, Any]:
     """Per-actor Ray options (used for the batch pool and for Serve replicas)."""
     options: dict[str, Any] = {
         "num_cpus": spec.annotator_num_cpus,
@@ -146,7 +146,7 @@ def check_reachable(address: str) -> None:
         ) from None
 
 
-def init_ray(address: str | None, spec: ResourceSpec) -> ClusterSize:
+def init_ray(address: str | None, spec: ActorResources) -> ClusterSize:
     """Connect to a cluster, or start an embedded local Ray sized to the machine."""
     import ray
 

@@ -7,7 +7,14 @@ validated at construction so that a bad value is named where it enters.
 
 from earmark.contracts.errors import EarmarkError, ErrorKind, ErrorStage, JobError
 from earmark.contracts.families import FAMILIES, FamilyInfo, family
-from earmark.contracts.job import FailureSpec, JobSpec, LimitsSpec, ModelSpec, ResourceSpec
+from earmark.contracts.job import (
+    ActorResources,
+    FailureSpec,
+    JobSpec,
+    LimitsSpec,
+    ModelSpec,
+    ResourceSpec,
+)
 from earmark.contracts.output import OUTPUT_SCHEMA, Answer, OutputRow, Segment, rows_to_table
 from earmark.contracts.tasks import BUILTIN_TASKS, TaskRequest, parse_tasks
 
@@ -27,6 +34,7 @@ __all__ = [
     "ModelSpec",
     "OutputRow",
     "ResourceSpec",
+    "ActorResources",
     "Segment",
     "TaskRequest",
     "family",

@@ -84,13 +84,12 @@ class ModelSpec(BaseModel):
 FAMILY_OPTIONS = ("language",)  # options only some families take; None means unset
 
 
-class ResourceSpec(BaseModel):
-    """Resources as plain data; `earmark.compute.resources` makes them Ray options (for batch
-    and Serve alike)."""
+class ActorResources(BaseModel):
+    """What one Annotator needs (a batch pool's actor and a Serve replica alike), and the size of
+    an embedded local Ray; `earmark.compute.resources` makes them Ray options."""
 
     model_config = ConfigDict(extra="forbid")
 
-    decode_num_cpus: float = Field(default=1.0, gt=0, description="CPUs per decode task")
     annotator_num_cpus: float = Field(default=1.0, ge=0, description="CPUs per Annotator actor")
     annotator_num_gpus: float = Field(
         default=0.0, ge=0, description="GPUs per Annotator actor (fractional allowed)"
@@ -101,13 +100,32 @@ class ResourceSpec(BaseModel):
         "on nodes started with `ray start --resources '{\"gpu_node\": 1}'` (a tiny amount "
         "limits nothing else)",
     )
+    cluster_cpus: int | None = Field(
+        default=None, ge=1, description="CPUs of the embedded local Ray (default: the machine's)"
+    )
+
+    @model_validator(mode="after")
+    def _check_custom_resources(self) -> ActorResources:
+        for name, amount in self.annotator_resources.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory") or name.startswith("node:"):
+                raise ValueError(
+                    f"annotator_resources: {name!r} is Ray's own resource; use "
+                    "annotator_num_cpus / annotator_num_gpus for CPUs and GPUs"
+                )
+            if amount <= 0:
+                raise ValueError(f"annotator_resources.{name} must be > 0, got {amount:g}")
+        return self
+
+
+class ResourceSpec(ActorResources):
+    """A batch job's resources: what each Annotator needs, and the plan around it (decode
+    tasks, the actor pool, files per call, how long to wait for lost nodes)."""
+
+    decode_num_cpus: float = Field(default=1.0, gt=0, description="CPUs per decode task")
     min_actors: int = Field(default=1, ge=1, description="Actor pool minimum size")
     max_actors: int = Field(default=1, ge=1, description="Actor pool maximum size")
     files_per_batch: int = Field(
         default=8, ge=1, le=4096, description="Files handed to one Annotator call"
-    )
-    cluster_cpus: int | None = Field(
-        default=None, ge=1, description="CPUs of the embedded local Ray (default: the machine's)"
     )
     node_loss_grace_s: float = Field(
         default=120.0,
@@ -117,19 +135,11 @@ class ResourceSpec(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> ResourceSpec:
+    def _check_pool(self) -> ResourceSpec:
         if self.min_actors > self.max_actors:
             raise ValueError(
                 f"min_actors ({self.min_actors}) is larger than max_actors ({self.max_actors})"
             )
-        for name, amount in self.annotator_resources.items():
-            if name in ("CPU", "GPU", "memory", "object_store_memory") or name.startswith("node:"):
-                raise ValueError(
-                    f"annotator_resources: {name!r} is Ray's own resource; use "
-                    "annotator_num_cpus / annotator_num_gpus for CPUs and GPUs"
-                )
-            if amount <= 0:
-                raise ValueError(f"annotator_resources.{name} must be > 0, got {amount:g}")
         return self
 
 

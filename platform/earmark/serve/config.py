@@ -1,7 +1,8 @@
 """The Serve spec: one validated document for the model, its resources, batching, autoscaling,
 request limits and the URL policy. It is what `serve_app/*.yaml` passes to the app builder as
 `args`, and what `earmark serve --config` reads. The model and resources parts are the same
-`ModelSpec` / `ResourceSpec` a batch job uses, turned into Ray options by the same function.
+`ModelSpec` and the `ActorResources` a batch job's Annotators use, turned into Ray options by the
+same function.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from earmark.compute.resources import ClusterSize, annotator_options
-from earmark.contracts import JobError, ModelSpec, ResourceSpec, TaskRequest, parse_tasks
+from earmark.contracts import ActorResources, JobError, ModelSpec, TaskRequest, parse_tasks
 
 APP_NAME = "earmark"
 DEFAULT_MAX_UPLOAD_BYTES = 25 << 20  # 25 MiB: OpenAI's transcription upload limit
@@ -140,7 +141,7 @@ class IngressSpec(BaseModel):
     max_ongoing_requests: int = Field(default=256, ge=1, description="Requests per replica")
 
 
-# ResourceSpec fields that plan a batch job, and what a Serve config sets instead.
+# ResourceSpec fields that plan a batch job (not ActorResources), and what Serve sets instead.
 BATCH_ONLY_RESOURCES = {
     "min_actors": "use autoscaling.min_replicas",
     "max_actors": "use autoscaling.max_replicas",
@@ -159,8 +160,9 @@ class ServeSpec(BaseModel):
     tasks: list[TaskRequest] = Field(
         default_factory=lambda: parse_tasks("asr"), description="Tasks when a request names none"
     )
-    resources: ResourceSpec = Field(
-        default_factory=ResourceSpec, description="Per-replica resources (annotator_num_*)"
+    resources: ActorResources = Field(
+        default_factory=ActorResources,
+        description="What one replica (one Annotator) needs: annotator_num_*, annotator_resources",
     )
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
@@ -185,18 +187,17 @@ class ServeSpec(BaseModel):
     def _parse_tasks(cls, v: Any) -> Any:
         return parse_tasks(v) if isinstance(v, str | list) else v
 
-    @model_validator(mode="after")
-    def _no_batch_job_resources(self) -> ServeSpec:
-        # a replica is one Annotator: the batch plan's fields would be accepted and ignored
-        # (max_actors: 4 still gave one replica), so they are refused with what to set instead
-        defaults = ResourceSpec()
-        batch_only = sorted(
-            k for k in BATCH_ONLY_RESOURCES if getattr(self.resources, k) != getattr(defaults, k)
-        )
+    @model_validator(mode="before")
+    @classmethod
+    def _no_batch_job_resources(cls, data: Any) -> Any:
+        # a replica is one Annotator (ActorResources); the batch plan's fields used to be
+        # accepted and ignored (max_actors: 4 still gave one replica): name what to set instead
+        res = data.get("resources") if isinstance(data, dict) else None
+        batch_only = sorted(k for k in BATCH_ONLY_RESOURCES if isinstance(res, dict) and k in res)
         if batch_only:
             fixes = "; ".join(f"resources.{k}: {BATCH_ONLY_RESOURCES[k]}" for k in batch_only)
             raise ValueError(f"batch-job settings have no effect on a Serve deployment: {fixes}")
-        return self
+        return data
 
     @model_validator(mode="after")
     def _no_cross_request_packing_by_default(self) -> ServeSpec:
