@@ -1,7 +1,8 @@
 """The Ray Data graph, in data-flow order:
 
     source units → expand → list + skip done + group (tasks; batch.listing)
-                 → decode + resample + segment (CPU tasks, one per group)
+                 → decode + resample + segment (CPU tasks: one group each with a model,
+                   a block of a few groups in a scan)
                  → Annotator (actor pool; length-bucketed, encode once per window; stages
                    each batch as one deterministic, atomic file) → summary rows
 
