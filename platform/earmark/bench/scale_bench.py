@@ -181,12 +181,14 @@ def format_packed(res: dict[str, Any]) -> str:
     rows = []
     for name in ("loose", "parquet", "webdataset"):
         r = res[name]
-        x = r.get("audio_s_per_s_ratio")
+        # whole runs: a tar shard is one decode task whose members all arrive when it ends, so
+        # "steady state" (first row to the end) can be a fraction of a second for a packed form
+        x = r.get("audio_s_per_wall_s_ratio")
         check = (
             "" if name == "loose" else DASH if x is None else "met" if x >= PACKED_MIN else "MISSED"
         )
         rows.append([name, *(fmt(r.get(f)) for _, f in PACKED_COLS), check])
-    return table(["form", *(h for h, _ in PACKED_COLS), f"check (audio s/s ≥ {PACKED_MIN}×)"], rows)
+    return table(["form", *(h for h, _ in PACKED_COLS), f"check (whole run ≥ {PACKED_MIN}×)"], rows)
 
 
 def bench_scale(
