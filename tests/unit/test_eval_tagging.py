@@ -10,6 +10,7 @@ from earmark.evaluation.similarity import lcs_length, rouge_l, score_similarity,
 from earmark.evaluation.tagging import (
     binary_average_precision,
     label_in_text,
+    names_only,
     normalize_label,
     parse_labels,
     score_tags,
@@ -68,9 +69,9 @@ def test_score_tags_known_case() -> None:
     assert score.precision == pytest.approx(0.75)
     assert score.recall == pytest.approx(0.6)
     assert score.f1 == pytest.approx(2 * 0.75 * 0.6 / 1.35)
-    # Single-label rows: dog ✓, cat ✓ (in "dog; cat"), bird ✗.
+    # Single-label rows: dog ✓, cat ✗ ("dog; cat" names another class too), bird ✗.
     assert score.n_single == 3
-    assert score.accuracy == pytest.approx(2 / 3)
+    assert score.accuracy == pytest.approx(1 / 3)
 
 
 def test_label_matching_rules() -> None:
@@ -82,6 +83,20 @@ def test_label_matching_rules() -> None:
     assert not label_in_text("male", "female voice")  # whole words only
     assert label_in_text("Acoustic guitar", "I hear an ACOUSTIC GUITAR.")
     assert score_tags([(["male"], ["female"], "female")]).accuracy == 0.0
+
+
+def test_an_answer_naming_every_class_is_not_correct() -> None:
+    rows = [
+        (["male"], None, "male or female"),  # names both classes: wrong
+        (["female"], None, "A female speaker."),  # names its class only: right
+        (["male speech"], None, "male speech"),  # "speech" inside its own label is not named
+        (["speech"], None, "speech"),
+        (["speech"], None, "male speech"),  # names another class: wrong
+    ]
+    score = score_tags(rows)
+    assert score.n_single == 5 and score.accuracy == pytest.approx(3 / 5)
+    assert names_only("male", "male", ["male", "female"])
+    assert not names_only("male", "female", ["male", "female"])
 
 
 def test_similarity_known_values() -> None:

@@ -15,10 +15,12 @@ with `TP`, `FP` at the "predicted" threshold, `P = TP/(TP+FP)`, `R = TP/npos`, a
 threshold giving precision `npos/n` at recall 1: `AP = R·P + (1 − R)·npos/n` (`R·P` is 0 when the
 class is never predicted). mAP is the unweighted mean over classes that have ≥1 positive reference.
 
-Single-label accuracy (`compute_at_acc.py` rule): over rows whose reference has exactly one label, a
-row is correct when that label occurs in the model's raw tag text. The occurrence must be bounded by
-non-word characters, so "male" does not match inside "female" (the reference script special-cases
-gender for the same reason).
+Single-label accuracy: over rows whose reference has exactly one label, a row is correct when that
+label occurs in the model's raw tag text and no other class of the single-label rows does.
+Occurrences are bounded by non-word characters, so "male" does not match inside "female"; text
+matched by the reference label is not searched again, so "male speech" does not also name
+"speech". The `compute_at_acc.py` rule (the label occurs, whatever else is named) scored an answer
+naming every class ("male or female") as correct.
 """
 
 from __future__ import annotations
@@ -77,10 +79,24 @@ def binary_average_precision(y_true: list[bool], y_pred: list[bool]) -> float:
     return recall * precision + (1.0 - recall) * (npos / n)
 
 
+def _label_pattern(label: str) -> re.Pattern[str]:
+    return re.compile(r"(?<!\w)" + re.escape(normalize_label(label)) + r"(?!\w)")
+
+
 def label_in_text(label: str, text: str) -> bool:
     """True when `label` occurs in `text` as whole words (case-insensitive, normalised)."""
-    pattern = r"(?<!\w)" + re.escape(normalize_label(label)) + r"(?!\w)"
-    return re.search(pattern, normalize_label(text)) is not None
+    return _label_pattern(label).search(normalize_label(text)) is not None
+
+
+def names_only(label: str, text: str, classes: Iterable[str]) -> bool:
+    """True when `text` names `label` and none of the other `classes` (whole words; the text
+    the label matched is not searched for the others)."""
+    norm = normalize_label(text)
+    own = _label_pattern(label)
+    if not own.search(norm):
+        return False
+    rest = own.sub(" | ", norm)
+    return not any(_label_pattern(c).search(rest) for c in classes if c != normalize_label(label))
 
 
 class TagScore(BaseModel):
@@ -104,7 +120,7 @@ def score_tags(rows: Iterable[tuple[Any, list[str] | None, str | None]]) -> TagS
     result = TagScore()
     refs: list[list[str]] = []
     preds: list[set[str]] = []
-    correct = 0
+    single: list[tuple[str, str]] = []  # (reference label, text) of single-label rows
     for ref_value, tags, raw in rows:
         result.n_rows += 1
         ref = parse_labels(ref_value)
@@ -118,8 +134,7 @@ def score_tags(rows: Iterable[tuple[Any, list[str] | None, str | None]]) -> TagS
         refs.append(ref)
         preds.append(set(pred))
         if len(ref) == 1:
-            result.n_single += 1
-            correct += bool(text) and label_in_text(ref[0], text)
+            single.append((ref[0], text))
     if not refs:
         return result
     classes = sorted({label for ref in refs for label in ref})
@@ -138,6 +153,9 @@ def score_tags(rows: Iterable[tuple[Any, list[str] | None, str | None]]) -> TagS
     result.recall = tp / n_ref
     pr = result.precision + result.recall
     result.f1 = 2 * result.precision * result.recall / pr if pr else 0.0
-    if result.n_single:
-        result.accuracy = correct / result.n_single
+    result.n_single = len(single)
+    if single:
+        single_classes = {label for label, _ in single}
+        correct = sum(bool(t) and names_only(lab, t, single_classes) for lab, t in single)
+        result.accuracy = correct / len(single)
     return result

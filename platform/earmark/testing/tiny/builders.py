@@ -99,6 +99,33 @@ def _finish(model, path: Path, auto_map: dict, code: list[str]) -> Path:
     return path
 
 
+def _text_config(tok, ids: dict[str, int], **extra) -> dict:
+    """The tiny Qwen-style LLM of a stand-in checkpoint."""
+    return dict(
+        vocab_size=_padded_vocab(len(tok)),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        **extra,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,  # the real LLMs may tie; a tied *random* model repeats itself
+        bos_token_id=None,
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+
+
+def _init_embeddings(lm, tok) -> None:
+    """Random input embeddings and LM head; logit 0 for specials and bytes, so random text
+    never picks them."""
+    lm.get_input_embeddings().weight.normal_(0.0, EMBED_STD)
+    head = lm.get_output_embeddings().weight
+    head.normal_(0.0, EMBED_STD)
+    head[_unwanted_ids(tok)] = 0.0
+
+
 def build_eureka(path: Path, *, seed: int = 0) -> Path:
     from earmark.testing.tiny.configuration_eureka_audio import EurekaAudioConfig
     from earmark.testing.tiny.modeling_eureka_audio import EurekaAudioForCausalLM
@@ -128,20 +155,7 @@ def build_eureka(path: Path, *, seed: int = 0) -> Path:
         vocab_size=64,
         max_target_positions=64,
     )
-    text = dict(
-        vocab_size=_padded_vocab(len(tok)),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,  # Qwen3-1.7B ties; a tied *random* model repeats itself
-        bos_token_id=None,
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
+    text = _text_config(tok, ids, head_dim=16)
     config = EurekaAudioConfig(
         audio_config=audio,
         text_config=text,
@@ -154,10 +168,7 @@ def build_eureka(path: Path, *, seed: int = 0) -> Path:
     model = EurekaAudioForCausalLM(config).eval()
     with torch.no_grad():
         _rescale_linears(model)
-        model.backbone.get_input_embeddings().weight.normal_(0.0, EMBED_STD)
-        head = model.backbone.get_output_embeddings().weight
-        head.normal_(0.0, EMBED_STD)
-        head[_unwanted_ids(tok)] = 0.0  # logit 0: random text never picks specials or bytes
+        _init_embeddings(model.backbone, tok)
     return _finish(
         model,
         path,
@@ -191,19 +202,7 @@ def build_midashenglm(path: Path, *, seed: int = 0) -> Path:
         patch_stride=[64, 4],
         target_length=1008,
     )
-    text = dict(
-        vocab_size=_padded_vocab(len(tok)),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        bos_token_id=None,
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
+    text = _text_config(tok, ids)
     config = MiDashengLMConfig(
         audio_encoder_config=encoder,
         text_config=text,
@@ -220,10 +219,7 @@ def build_midashenglm(path: Path, *, seed: int = 0) -> Path:
         bn = model.audio_encoder.init_bn
         bn.running_mean.fill_(-40.0)  # dB mels: centre and scale them like a trained BN would
         bn.running_var.fill_(30.0**2)
-        model.decoder.get_input_embeddings().weight.normal_(0.0, EMBED_STD)
-        head = model.decoder.get_output_embeddings().weight
-        head.normal_(0.0, EMBED_STD)
-        head[_unwanted_ids(tok)] = 0.0
+        _init_embeddings(model.decoder, tok)
     return _finish(
         model,
         path,
