@@ -214,3 +214,24 @@ def test_remote_output_and_manifest_through_fsspec() -> None:
     result = evaluate(f"memory://{root}/out", f"memory://{root}/refs.jsonl")
     assert result.coverage.n_matched == 1
     assert result.asr is not None and result.asr.wer == 0.0
+
+
+def test_eval_exit_codes_tell_a_crash_from_a_crossed_threshold(tmp_path, monkeypatch):
+    """Bad input and crashes exit 2 with a message and no traceback; only a threshold exits 1."""
+    from typer.testing import CliRunner
+
+    import earmark.evaluation as ev
+    from earmark.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["eval", str(tmp_path / "nope"), "-r", str(tmp_path / "r.jsonl")])
+    assert missing.exit_code == 2 and "error:" in missing.output
+    assert "Traceback" not in missing.output
+
+    def broken(*a, **kw):
+        raise KeyError("status")
+
+    monkeypatch.setattr(ev, "evaluate", broken)
+    crash = runner.invoke(app, ["eval", str(tmp_path), "-r", str(tmp_path / "r.jsonl")])
+    assert crash.exit_code == 2, crash.output
+    assert "earmark eval failed: KeyError" in crash.output and "Traceback" not in crash.output

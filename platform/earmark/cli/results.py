@@ -68,7 +68,8 @@ def eval_cmd(
     ] = None,
 ) -> None:
     """Score an output against references: WER/CER per language, tag mAP and accuracy, caption
-    and answer similarity. Exits 1 when a --fail-above threshold is crossed."""
+    and answer similarity. Exits 1 when a --fail-above threshold is crossed, 2 on bad input or
+    any other failure (with a message, never a traceback)."""
     from earmark.contracts import JobError
     from earmark.evaluation import check_thresholds, evaluate, print_result, write_json
     from earmark.storage import Location, parse_storage_options
@@ -79,12 +80,15 @@ def eval_cmd(
             Location(output, opts), Location(references, opts), default_language=language
         )
         violations = check_thresholds(result, list(fail_above or []))
-    except (JobError, ValueError) as exc:
+        print_result(result)
+        if json_out:
+            write_json(result, str(json_out))
+    except (JobError, ValueError, OSError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    print_result(result)
-    if json_out:
-        write_json(result, str(json_out))
+    except Exception as exc:  # a crash is not a crossed threshold (exit 1): say what broke
+        console.print(f"[bold red]error:[/] earmark eval failed: {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
     for v in violations:
         console.print(f"[bold red]threshold crossed:[/] {v}")
     if violations:
