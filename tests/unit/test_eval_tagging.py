@@ -14,6 +14,7 @@ from earmark.evaluation.tagging import (
     normalize_label,
     parse_labels,
     score_tags,
+    split_tags,
 )
 
 
@@ -97,6 +98,19 @@ def test_an_answer_naming_every_class_is_not_correct() -> None:
     assert score.n_single == 5 and score.accuracy == pytest.approx(3 / 5)
     assert names_only("male", "male", ["male", "female"])
     assert not names_only("male", "female", ["male", "female"])
+
+
+def test_tags_are_never_split_inside_a_reference_label() -> None:
+    vocab = ["speech and singing", "music", "speech", "crowd and chatter"]
+    assert split_tags("Speech and singing, Music", vocab) == ["speech and singing", "music"]
+    assert split_tags("1. Crowd, and chatter\n2. no music", vocab) == [
+        "crowd and chatter", "no music"
+    ]  # fmt: skip
+    assert split_tags("speech and music", vocab) == ["speech", "music"]
+    # the models' splitter gave ["speech", "singing"]: the raw text is split again
+    rows = [(["Speech and singing"], ["speech", "singing"], "Speech and singing")]
+    score = score_tags(rows)
+    assert score.map == 1.0 and score.recall == 1.0 and score.accuracy == 1.0
 
 
 def test_similarity_known_values() -> None:

@@ -5,9 +5,11 @@ Label matching rules (both sides go through `normalize_label`):
   such as "Bicycle_bell" or "Crowd, and chatter"), whitespace collapsed, outer punctuation stripped;
 - reference labels come from a list column, a JSON list in a string, or a `;`-separated string (not
   `,`: AudioSet names such as "Child speech, kid speaking" contain commas);
-- predictions are the row's `tags` (already split by models.prompts.parse_tags), or `tags_raw`
-  split on `;` when `tags` is missing; only predicted labels that occur in some reference count
-  (the class set is the reference vocabulary), as in the MiDashengLM `compute_map.py` recipe.
+- predictions are the row's `tags_raw` split again against the reference vocabulary
+  (`split_tags`: on `;`, newlines, commas and " and ", never inside a reference label such as
+  "Speech and singing", which the models' splitters break), or its `tags` when there is no raw
+  text; only predicted labels that occur in some reference count (the class set is the reference
+  vocabulary), as in the MiDashengLM `compute_map.py` recipe.
 
 mAP: the model emits label sets without scores, so each class has binary predictions. Its average
 precision is the step-wise area used by scikit-learn's `average_precision_score` for such input:
@@ -99,6 +101,32 @@ def names_only(label: str, text: str, classes: Iterable[str]) -> bool:
     return not any(_label_pattern(c).search(rest) for c in classes if c != normalize_label(label))
 
 
+_LINES = re.compile(r"[;\n]")
+_AND = re.compile(r"\s+and\s+")
+_BULLET = re.compile(r"^[\s\-*•\d.)]+")
+
+
+def split_tags(raw: str, vocabulary: Iterable[str]) -> list[str]:
+    """A model's raw tag text as labels, split on `;`, newlines, commas and " and " but never
+    inside a label of `vocabulary` (the reference labels): the models' own splitters break
+    labels such as "Speech and singing" into two that can never match."""
+    joined = sorted((v for v in vocabulary if " and " in v), key=len, reverse=True)
+    out: list[str] = []
+    for line in _LINES.split(raw):
+        text = normalize_label(_BULLET.sub("", line))  # commas become " and ", as in labels
+        kept: dict[str, str] = {}
+        for label in joined:
+            mark = f"\x00{len(kept)}\x00"
+            text, n = _label_pattern(label).subn(mark, text)
+            if n:
+                kept[mark] = label
+        for part in _AND.split(text):
+            label = kept.get(part.strip()) or normalize_label(part)
+            if label and label not in out:
+                out.append(label)
+    return out
+
+
 class TagScore(BaseModel):
     """Tagging result over rows that have reference labels."""
 
@@ -118,26 +146,29 @@ class TagScore(BaseModel):
 def score_tags(rows: Iterable[tuple[Any, list[str] | None, str | None]]) -> TagScore:
     """Score (reference labels, predicted tags, raw tag text) triples."""
     result = TagScore()
-    refs: list[list[str]] = []
-    preds: list[set[str]] = []
-    single: list[tuple[str, str]] = []  # (reference label, text) of single-label rows
+    scored: list[tuple[list[str], Any, str | None]] = []
     for ref_value, tags, raw in rows:
         result.n_rows += 1
         ref = parse_labels(ref_value)
         if not ref:
             result.n_empty_ref += 1
             continue
-        pred = parse_labels(tags) if tags else parse_labels(raw or "")
+        scored.append((ref, tags, raw))
+    if not scored:
+        return result
+    refs = [ref for ref, _, _ in scored]
+    classes = sorted({label for ref in refs for label in ref})
+    preds: list[set[str]] = []
+    single: list[tuple[str, str]] = []  # (reference label, text) of single-label rows
+    for ref, tags, raw in scored:
+        # the raw text split again, never inside a reference label ("speech and singing")
+        pred = split_tags(raw, classes) if raw and raw.strip() else parse_labels(tags)
         text = raw if raw and raw.strip() else "; ".join(pred)
         if not pred:
             result.n_empty_hyp += 1
-        refs.append(ref)
         preds.append(set(pred))
         if len(ref) == 1:
             single.append((ref[0], text))
-    if not refs:
-        return result
-    classes = sorted({label for ref in refs for label in ref})
     result.n_classes = len(classes)
     ref_sets = [set(r) for r in refs]
     for label in classes:
