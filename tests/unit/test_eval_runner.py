@@ -185,6 +185,11 @@ def test_bad_inputs_raise_job_errors(tmp_path: Path, run_dir: tuple[Path, Path])
     _write_jsonl(refs, [{"uri": "x.wav", "notes": "a"}])
     with pytest.raises(JobError, match="none of the columns"):
         evaluate(str(out), str(refs))
+    # one file named twice (here as a relative and a ./ path): refused with both rows
+    _write_jsonl(refs, [{"uri": "x.wav", "text": "a"}, {"uri": "y.wav", "text": "b"},
+                        {"uri": "./x.wav", "text": "c"}])  # fmt: skip
+    with pytest.raises(JobError, match=r"r\.jsonl: rows 1 and 3 name the same file"):
+        evaluate(str(out), str(refs))
 
 
 def test_canonical_uri() -> None:

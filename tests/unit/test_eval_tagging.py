@@ -80,6 +80,7 @@ def test_label_matching_rules() -> None:
     assert normalize_label("Crowd, and chatter") == normalize_label("crowd and chatter")
     assert parse_labels("Speech; Music ;speech") == ["speech", "music"]
     assert parse_labels('["A", "b"]') == ["a", "b"]
+    assert parse_labels("['Speech', 'Music']") == ["speech", "music"]  # a Python list as text
     assert label_in_text("male", "A male speaker")
     assert not label_in_text("male", "female voice")  # whole words only
     assert label_in_text("Acoustic guitar", "I hear an ACOUSTIC GUITAR.")

@@ -169,13 +169,22 @@ def evaluate(
     used_keys: set[str] = set()
     matched: list[tuple[dict[str, Any], dict[str, Any]]] = []
     kinds_used: set[str] = set()
-    for ref in refs:
+    seen: dict[tuple[str, str], int] = {}  # (key kind, key) → the reference row naming it
+    for n, ref in enumerate(refs, 1):
         if not _is_blank(ref.get("audio_id")):
-            out, kind = by_id.get(str(ref["audio_id"]).strip()), "audio_id"
+            value, kind = str(ref["audio_id"]).strip(), "audio_id"
+            out = by_id.get(value)
         elif not _is_blank(ref.get("uri")):
-            out, kind = by_uri.get(canonical_uri(ref["uri"], base)), "uri"
+            value, kind = canonical_uri(ref["uri"], base), "uri"
+            out = by_uri.get(value)
         else:
-            out, kind = None, "none"
+            value, out, kind = "", None, "none"
+        if kind != "none" and (kind, value) in seen:  # scored twice, or two texts for one file
+            raise JobError(
+                f"reference manifest {references.url}: rows {seen[(kind, value)]} and {n} "
+                f"name the same file ({kind} {value}); keep one reference row per file"
+            )
+        seen[(kind, value)] = n
         kinds_used.add(kind)
         if out is not None:
             used_keys.add(out.get("audio_id") or out.get("uri"))

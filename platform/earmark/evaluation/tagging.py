@@ -27,6 +27,7 @@ naming every class ("male or female") as correct.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Iterable
@@ -46,7 +47,7 @@ def normalize_label(label: str) -> str:
 
 
 def parse_labels(value: Any) -> list[str]:
-    """Reference labels from a list, a JSON list string, or a `;`-separated string."""
+    """Reference labels from a list, a JSON or Python list string, or a `;`-separated string."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -55,6 +56,11 @@ def parse_labels(value: Any) -> list[str]:
             try:
                 value = json.loads(text)
             except ValueError:
+                try:  # a Python list written as text ("['Speech', 'Music']", from pandas)
+                    value = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    value = [text]
+            if not isinstance(value, list | tuple):
                 value = [text]
         else:
             value = text.split(";")
