@@ -8,7 +8,7 @@
 
 Everything streams: the first groups are decoded while the source is still being listed, and
 the driver holds only the units it planned and the summary rows flowing back. Blocks are small
-(BLOCK_BYTES), so a listing task's groups leave it a few at a time; with a model each group (a
+(SCAN_BLOCK_BYTES), so a listing task's groups leave it a few at a time; with a model each group (a
 few kB) is split into its own block (`repartition`), so each is its own decode task.
 
 `earmark scan` is the same graph without the Annotator: each decode task stages its group.
@@ -35,13 +35,17 @@ from earmark.contracts import JobSpec, ResourceSpec
 from earmark.sink.shards import write_rows
 from earmark.storage import Location
 
-# Ray Data's target block size for this job's stages. Small, so that blocks flow: a listing
+# Ray Data's target block size for a scan's stages. Small, so that blocks flow: a listing
 # task's groups leave it a few at a time (a scan group of 256 files is ~50 kB: 2-3 per block,
 # one decode task each), and a decode task's rows reach the driver when it ends. At 8 MB a
 # decode task of a scan got 160 groups (41k files) and the first row of a 300k-file scan
 # reached the driver after 55 s; splitting blocks with `repartition` instead ran 1-CPU tasks
 # that took the CPUs decoding needed (300k files: 188 s against 98 s).
-BLOCK_BYTES = 128 << 10
+SCAN_BLOCK_BYTES = 128 << 10
+# With a model, a decoded group (its audio: MBs) must stay one block, so that an Annotator
+# batch is exactly one group whatever order the blocks arrive in (Whisper packs the windows of
+# a batch together: a batch made of other files changes their transcripts from run to run).
+MODEL_BLOCK_BYTES = 8 << 20
 LIST_NUM_CPUS = 0.25  # listing waits on storage far more than it computes
 RESERVE_OP_RESOURCES = False  # Ray Data's per-operator resource reservation (see build_dataset)
 # Blocks handed to one Annotator actor at a time: one in the model, the next one fetched and
@@ -76,7 +80,7 @@ def build_dataset(
     ctx.op_resource_reservation_enabled = RESERVE_OP_RESOURCES
     # a listing task hands on its groups once this many bytes are listed (Ray Data's default,
     # 128 MiB, would hold back the first groups of a large folder until it is fully listed)
-    ctx.target_max_block_size = BLOCK_BYTES
+    ctx.target_max_block_size = MODEL_BLOCK_BYTES if with_model else SCAN_BLOCK_BYTES
     res = spec.resources
     family = spec.model.family if with_model else None
     ds = ray.data.from_items(
