@@ -29,6 +29,16 @@ OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder (local o
 LanguageOpt = Annotated[
     str | None, typer.Option(help="whisper: the audio's language, e.g. de (default: detected)")
 ]
+MaxTokensOpt = Annotated[
+    int | None, typer.Option(help="Generation limit per task (the model's default if unset)")
+]
+PackOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--pack-windows/--no-pack-windows",
+        help="whisper: pack short windows into shared 30-s inputs (default: on in jobs)",
+    ),
+]
 StorageOpt = Annotated[
     list[str] | None,
     typer.Option("--storage-option", "-S", help="fsspec storage option key=value (repeatable)"),
@@ -43,8 +53,8 @@ def _spec(**kw):
 
     spec_path = kw.pop("spec", None)
     model = kw.pop("model", None)
-    batch_size = kw.pop("batch_size", None)
-    language = kw.pop("language", None)
+    # model options given as flags (None: not given), validated with the rest of the spec
+    options = {k: v for k, v in (kw.pop("model_options", None) or {}).items() if v is not None}
     data = {k: v for k, v in kw.items() if v is not None}
     try:
         base = {}
@@ -64,10 +74,8 @@ def _spec(**kw):
                 "family": m.family,
                 "checkpoint": m.checkpoint,
             }
-        if batch_size is not None:  # validated with the rest, so 0 or -5 is named, not ignored
-            base["model"] = {**_mapping(base, "model", spec_path), "batch_size": batch_size}
-        if language is not None:
-            base["model"] = {**_mapping(base, "model", spec_path), "language": language}
+        if options:  # validated with the rest, so 0 or -5 is named, not ignored
+            base["model"] = {**_mapping(base, "model", spec_path), **options}
         target_mb = data.pop("target_file_mb", None)
         if target_mb is not None:
             base["output_files"] = {
@@ -189,6 +197,8 @@ def run(
     storage_option: StorageOpt = None,
     batch_size: Annotated[int | None, typer.Option(help="Windows per model call")] = None,
     language: LanguageOpt = None,
+    max_new_tokens: MaxTokensOpt = None,
+    pack_windows: PackOpt = None,
     cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
     target_file_mb: TargetMbOpt = None,
@@ -213,8 +223,12 @@ def run(
         output=out_,
         tasks=tasks,
         model=model,
-        batch_size=batch_size,
-        language=language,
+        model_options={
+            "batch_size": batch_size,
+            "language": language,
+            "max_new_tokens": max_new_tokens,
+            "pack_windows": pack_windows,
+        },
         target_file_mb=target_file_mb,
         audio_column=audio_column,
         storage_options=_storage(storage_option) or None,
@@ -229,18 +243,19 @@ def annotate(
     model: Annotated[str, typer.Option(help="FAMILY or FAMILY:CHECKPOINT")] = "eureka",
     tasks: Annotated[str, typer.Option(help='asr,caption,tags or name="prompt"')] = "asr",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON row per file")] = False,
-    max_new_tokens: Annotated[
-        int | None, typer.Option(help="Generation limit per task (the model's default if unset)")
-    ] = None,
+    max_new_tokens: MaxTokensOpt = None,
     language: LanguageOpt = None,
+    pack_windows: PackOpt = None,
 ) -> None:
     """Annotate a few local files right here, without Ray."""
     from earmark.annotate.local import annotate_files
     from earmark.contracts import JobError, ModelSpec, parse_tasks
 
     try:
-        extra = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
-        extra |= {"language": language} if language else {}
+        given = {"max_new_tokens": max_new_tokens, "language": language}
+        extra = {k: v for k, v in given.items() if v is not None}
+        if pack_windows is not None:
+            extra["pack_windows"] = pack_windows
         spec = ModelSpec.parse(model, **extra)
         task_list = parse_tasks(tasks)
         rows = annotate_files([str(f) for f in files], spec, task_list)
