@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -169,7 +170,7 @@ def test_json_and_table_output(run_dir: tuple[Path, Path], tmp_path: Path) -> No
 
 
 def test_bad_inputs_raise_job_errors(tmp_path: Path, run_dir: tuple[Path, Path]) -> None:
-    out, _ = run_dir
+    out, audio = run_dir
     refs = tmp_path / "r.jsonl"
     with pytest.raises(JobError, match="does not exist"):
         evaluate(str(out), str(refs))
@@ -185,6 +186,21 @@ def test_bad_inputs_raise_job_errors(tmp_path: Path, run_dir: tuple[Path, Path])
     _write_jsonl(refs, [{"uri": "x.wav", "notes": "a"}])
     with pytest.raises(JobError, match="none of the columns"):
         evaluate(str(out), str(refs))
+    # a Parquet file that is not an earmark output (no status): refused, not scored as errors
+    _write_jsonl(refs, [{"uri": "x.wav", "text": "a"}])
+    (tmp_path / "other").mkdir()
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"uri": ["x.wav"], "text": ["a"]}), tmp_path / "other" / "p.parquet")
+    with pytest.raises(JobError, match=r"p\.parquet has no 'status' column"):
+        evaluate(str(tmp_path / "other"), str(refs))
+    # ... also when it sits beside earmark's own files (only the first footer is read)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(out, mixed)
+    pq.write_table(pa.table({"uri": [str(audio / "x.wav")]}), mixed / "zz-foreign.parquet")
+    _write_jsonl(refs, [{"uri": str(audio / "x.wav"), "text": "a"}])
+    with pytest.raises(JobError, match="holds a Parquet file earmark did not write"):
+        evaluate(str(mixed), str(refs))
     # one file named twice (here as a relative and a ./ path): refused with both rows
     _write_jsonl(refs, [{"uri": "x.wav", "text": "a"}, {"uri": "y.wav", "text": "b"},
                         {"uri": "./x.wav", "text": "c"}])  # fmt: skip

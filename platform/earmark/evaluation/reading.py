@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 from earmark.contracts import OUTPUT_SCHEMA, JobError
 from earmark.storage import Location, LocationLike
 
+REQUIRED_OUTPUT_COLUMNS = ("uri", "status")  # without them a row would be scored as an error
+
 
 def output_dataset(output: LocationLike) -> ds.Dataset:
     """The Parquet files of an output (a directory, searched recursively, or one file).
@@ -50,6 +52,19 @@ def output_dataset(output: LocationLike) -> ds.Dataset:
         raise JobError(f"cannot list output {name!r} ({type(exc).__name__}: {exc})") from exc
     if not files:
         raise JobError(f"no Parquet files under {name!r}: is this an earmark output directory?")
+    for f in files[:1]:  # one footer (a foreign file among others: rows without a status)
+        try:
+            with fs.open(f, "rb") as fh:
+                names = set(pq.read_schema(fh).names)
+        except Exception as exc:
+            raise JobError(f"{f} is not a readable Parquet file ({type(exc).__name__})") from exc
+        missing = [c for c in REQUIRED_OUTPUT_COLUMNS if c not in names]
+        if missing:
+            raise JobError(
+                f"{f} has no {', '.join(repr(c) for c in missing)} column: it is not an earmark "
+                "output file (every row of one names its file and says ok or error); point "
+                "earmark eval at the folder `earmark run` wrote"
+            )
     return ds.dataset(files, format="parquet", filesystem=fs, schema=OUTPUT_SCHEMA)
 
 

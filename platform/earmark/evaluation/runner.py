@@ -194,7 +194,13 @@ def evaluate(
     error_kinds: dict[str, int] = {}
     scored: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for ref, out in matched:
-        status = out.get("status") or "error"
+        status = out.get("status")
+        if status is None:  # a foreign Parquet file in the folder: never count it as errors
+            raise JobError(
+                f"output {output.url}: the row for {out.get('uri')} has no status; the folder "
+                "holds a Parquet file earmark did not write (remove it, or point at the folder "
+                "`earmark run` wrote)"
+            )
         status_counts[status] = status_counts.get(status, 0) + 1
         if status == "ok":
             scored.append((ref, out))
