@@ -117,7 +117,10 @@ def _scan_task() -> Any:
         }
         return index.done, index.retry, info
 
-    return ray.remote(scan).options(num_cpus=0, num_returns=3)
+    from earmark.compute.resources import on_this_node
+
+    # on the driver's node: the id sets it returns live there, not on a worker that may die
+    return ray.remote(scan).options(num_cpus=0, num_returns=3, scheduling_strategy=on_this_node())
 
 
 def finish_output(out: Location, before: dict[str, Any], wrote: bool) -> dict[str, int]:

@@ -52,12 +52,12 @@ class RemoteLedger:
 def start_ledger(spec: FailureSpec, what: str = "the model") -> RemoteLedger:
     """A fresh ledger for one run of a job, on this (the driver's) node."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = ray.get_runtime_context().get_node_id()
+    from earmark.compute.resources import on_this_node
+
     actor = ray.remote(AttemptLedger).options(
         num_cpus=0,
         max_restarts=0,  # its state is the point; a restarted empty ledger would mislead
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+        scheduling_strategy=on_this_node(),
     )
     return RemoteLedger(actor.remote(spec, what))

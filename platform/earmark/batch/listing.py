@@ -66,7 +66,13 @@ class Tally:
 def start_tally(units: int) -> Any:
     import ray
 
-    return ray.remote(Tally).options(num_cpus=0, max_restarts=0).remote(units)
+    from earmark.compute.resources import on_this_node
+
+    return (
+        ray.remote(Tally)
+        .options(num_cpus=0, max_restarts=0, scheduling_strategy=on_this_node())
+        .remote(units)
+    )
 
 
 class Grouper:

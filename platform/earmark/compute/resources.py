@@ -172,3 +172,13 @@ def init_ray(address: str | None, spec: ActorResources) -> ClusterSize:
         runtime_env=env,
     )
     return size
+
+
+def on_this_node() -> Any:
+    """A scheduling strategy that keeps a job's bookkeeping (its ledgers, tally and output index)
+    on the driver's node: a worker node that dies must take decoding and Annotators with it,
+    never the job's state (the driver then said 'actor unavailable' instead of the node loss)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
