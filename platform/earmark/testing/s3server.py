@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,8 +22,24 @@ S3_ADMIN = {"key": "earmark-admin", "secret": "earmark-admin-secret"}
 S3_READER = {"key": "earmark-reader", "secret": "earmark-reader-secret"}
 
 
+# Ports handed to servers a test starts come from below the kernel's ephemeral range (Linux:
+# 32768-60999) and above Ray's worker ports (10002-19999): a port the kernel gave out once is
+# free again when a test binds it later, but Ray and gRPC keep asking the kernel for ephemeral
+# ports meanwhile, and one of them took a Serve port between the check and the bind.
+PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nothing listens on now, outside the ranges other processes draw from."""
+    for _ in range(200):
+        port = random.randrange(*PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
