@@ -199,3 +199,39 @@ def test_listing_tasks_always_leave_room_for_a_decode_task_and_the_model():
             assert slots >= 1
             assert slots == 1 or slots * LIST_NUM_CPUS <= room + 1e-9, (cpus, with_model)
     assert listing_slots(2, ResourceSpec(), with_model=False) == 4  # 2 cores: 1 CPU listing
+
+
+def test_a_remote_manifest_with_sizes_is_listed_without_stat_threads(monkeypatch):
+    """Rows that give a size need no request, so no thread pool either (it costs ~50 µs a row);
+    rows without one on a remote store do use it."""
+    import fsspec
+
+    from earmark.storage import Location
+
+    used = []
+
+    class Pool:
+        def __init__(self, n):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def map(self, fn, items):
+            used.append(len(items))
+            return map(fn, items)
+
+    monkeypatch.setattr(manifest, "ThreadPoolExecutor", Pool)
+    fs = fsspec.filesystem("memory")
+    lines = [json.dumps({"uri": f"a{i}.wav", "size": 10, "etag": "e"}) for i in range(5)]
+    fs.pipe("/m/sized.jsonl", ("\n".join(lines) + "\n").encode())
+    fs.pipe("/m/a0.wav", b"x")
+    fs.pipe("/m/bare.jsonl", b'{"uri": "a0.wav"}\n')
+    for name, pooled in (("sized", []), ("bare", [1])):
+        src = Location(f"memory:///m/{name}.jsonl")
+        rows = [r for u in plan_units(src, None) for page in list_unit(u, src) for r in page]
+        assert rows and all(r["list_error"] is None for r in rows), rows
+        assert used == pooled, name

@@ -103,7 +103,7 @@ def build_dataset(
         ds = ds.repartition(target_num_rows_per_block=1)
     ds = ds.map_batches(
         _decode_fn(spec, source, out, family, decode_ledger, index, tally),
-        batch_size=None,  # one group (see decode_groups) per task
+        batch_size=None,  # one block per task: one group with a model, a few in a scan
         batch_format="pyarrow",
         num_cpus=res.decode_num_cpus,
         # a task whose process crashed is retried (file by file, see DecodeStage.decode_group)
@@ -137,7 +137,7 @@ def listing_slots(cluster_cpus: float, res: ResourceSpec, with_model: bool) -> i
     """Listing tasks at once: as many as fit beside one decode task and the smallest Annotator
     pool. Unbounded, the listing tasks of a large manifest (5 chunks of a 1M-row manifest at
     0.25 CPU) left less than a decode task's CPU free, and no file was decoded until the whole
-    listing was done (75 s on 2 cores); this way decoding starts with the first page."""
+    listing was done (55-75 s on 2 cores); this way decoding starts with the first page."""
     model = res.min_actors * res.annotator_num_cpus if with_model else 0.0
     free = cluster_cpus - model - res.decode_num_cpus
     return max(1, int(free / LIST_NUM_CPUS + 1e-9))
