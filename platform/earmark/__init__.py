@@ -1,3 +1,3 @@
 """earmark: annotate large audio archives with audio-language models on Ray."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -256,3 +256,60 @@ def test_eval_exit_codes_tell_a_crash_from_a_crossed_threshold(tmp_path, monkeyp
     crash = runner.invoke(app, ["eval", str(tmp_path), "-r", str(tmp_path / "r.jsonl")])
     assert crash.exit_code == 2, crash.output
     assert "earmark eval failed: KeyError" in crash.output and "Traceback" not in crash.output
+
+
+def test_relative_output_uris_need_a_stated_base(tmp_path: Path, monkeypatch) -> None:
+    """A job run from another folder wrote "data/a.wav": refused without --output-base (naming
+    the file and row), matched against the base when one is given; never silently unmatched."""
+    job_dir = tmp_path / "job"
+    (job_dir / "data").mkdir(parents=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [
+        {"audio_id": "x", "uri": str(job_dir / "data" / "b.wav"), "status": "ok",
+         "transcript": "good morning"},
+        {"audio_id": "a", "uri": "data/a.wav", "status": "ok", "transcript": "hello world"},
+    ]  # fmt: skip
+    pq.write_table(rows_to_table(rows), out / "part-0.parquet")
+    manifest = job_dir / "refs.jsonl"
+    _write_jsonl(
+        manifest,
+        [
+            {"uri": "data/a.wav", "text": "hello world"},  # relative to the manifest
+            {"uri": str(job_dir / "data" / "b.wav"), "text": "good morning"},
+        ],
+    )
+    # eval runs in another folder: resolving "data/a.wav" there would silently match nothing
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(JobError, match=r"part-0\.parquet: row 2: uri 'data/a.wav' is relative"):
+        evaluate(str(out), str(manifest))
+    with pytest.raises(JobError, match="--output-base DIR"):
+        evaluate(str(out), str(manifest))
+    result = evaluate(str(out), str(manifest), output_base=str(job_dir))
+    assert result.coverage.n_matched == 2 and result.coverage.n_missing == 0
+    assert result.asr is not None and result.asr.wer == 0.0
+    # a base given relative to where eval runs works the same
+    assert evaluate(str(out), str(manifest), output_base="job").coverage.n_matched == 2
+    # matching by audio_id never looks at uris: no refusal needed
+    _write_jsonl(manifest, [{"audio_id": "a", "text": "hello world"}])
+    assert evaluate(str(out), str(manifest)).coverage.n_matched == 1
+
+
+def test_eval_cli_output_base(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from earmark.cli import app
+
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [{"audio_id": "a", "uri": "a.wav", "status": "ok", "transcript": "hi"}]
+    pq.write_table(rows_to_table(rows), out / "part-0.parquet")
+    manifest = tmp_path / "refs.jsonl"
+    _write_jsonl(manifest, [{"uri": "a.wav", "text": "hi"}])
+    runner = CliRunner()
+    refused = runner.invoke(app, ["eval", str(out), "-r", str(manifest)])
+    assert refused.exit_code == 2 and "--output-base" in refused.output
+    assert "Traceback" not in refused.output
+    ok = runner.invoke(app, ["eval", str(out), "-r", str(manifest), "--output-base",
+                             str(tmp_path), "--fail-above", "wer=0"])  # fmt: skip
+    assert ok.exit_code == 0, ok.output

@@ -107,3 +107,53 @@ def test_language_aliases() -> None:
     assert canonical_language("cmn") == "zh"
     assert canonical_language(None) == "en"
     assert canonical_language("", default="de") == "de"
+
+
+def test_traditional_reference_matches_simplified_hypothesis() -> None:
+    ref, hyp = "我們今天說話，聽見了嗎？", "我们今天说话 听见了吗"
+    assert normalize(ref, "zh") == normalize(hyp, "zh")
+    assert wer_of([(ref, hyp)], "zh") == 0.0
+    assert wer_of([("廣東話好難學", "广东话好难学")], "yue") == 0.0  # Cantonese too
+    # Japanese keeps its characters: 5 of 6 differ
+    assert wer_of([("廣東話好難學", "广东话好难学")], "ja") == pytest.approx(5 / 6)
+
+
+@pytest.mark.parametrize(
+    ("ref", "hyp"),
+    [
+        ("二零二四年", "2024年"),  # a year read digit by digit
+        ("二〇二四年三月", "2024年3月"),
+        ("两千零二十四年", "2024年"),
+        ("一百二十三个人", "123个人"),
+        ("百分之五十", "50%"),
+    ],
+)
+def test_chinese_numerals_and_digits_agree(ref: str, hyp: str) -> None:
+    # numerals become digits (cn2an's direction); both sides then agree character by character
+    assert normalize(ref, "zh") == normalize(hyp, "zh")
+    assert wer_of([(ref, hyp)], "zh") == 0.0
+
+
+def test_scoring_never_imports_torch(tmp_path) -> None:
+    """The English normaliser is loaded from its file: transformers' package (torch) stays out."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys
+        from earmark.evaluation.wer import normalize, score_asr
+        s = score_asr([("k", "Mr. Smith's colour is grey", "mister smith's color is gray", "en"),
+                       ("z", "二零二四年", "2024年", "zh")])
+        assert s.wer == 0.0 and s.cer == 0.0, s
+        assert normalize("I'm twenty-five", "en") == "i am 25", normalize("I'm twenty-five", "en")
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+        print("HEAVY", heavy)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout, done.stdout

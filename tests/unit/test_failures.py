@@ -181,9 +181,9 @@ def test_earmark_annotate_reports_a_fatal_failure_as_a_message_not_a_row(tmp_pat
     ckpt = write_plan(tmp_path / "ckpt", always=True, mode="device_error")
     wav = tmp_path / "a.wav"
     sf.write(wav, np.full(16000, 0.1, np.float32), SAMPLE_RATE)
-    r = CliRunner().invoke(
-        app, ["annotate", str(wav), "--model", f"earmark.testing.faulty.FaultyModel:{ckpt}"]
-    )
+    model = f"earmark.testing.faulty.FaultyModel:{ckpt}"
+    # a constant signal holds no speech: --min-speech-s 0 sends it to the model all the same
+    r = CliRunner().invoke(app, ["annotate", str(wav), "--model", model, "--min-speech-s", "0"])
     assert r.exit_code == 1
     text = " ".join(r.output.split())
     assert "the model failed while annotating" in text and "illegal memory access" in text

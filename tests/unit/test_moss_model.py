@@ -139,7 +139,14 @@ def test_annotate_runs_every_task(model: MossModel) -> None:
     assert len(out) == 2
     for row in out:
         assert set(row) == {"asr", "caption", "tags", "mood"}
-        assert all(isinstance(v, str) for v in row.values())
+        for v in row.values():  # text with the decoder's confidence and whether it ran out
+            assert isinstance(v.text, str) and v.avg_logprob is not None
+            assert v.avg_logprob <= 0.0 and isinstance(v.truncated, bool)
+    # a row that stopped early holds one more log-probability (its stop token) than ids
+    rows = model.annotate_rows(windows, TASKS[:1])
+    for ids, lps, stopped in (r[0] for r in rows):
+        assert len(lps) == len(ids) + stopped
+        assert stopped or len(ids) == model.max_new_tokens
     assert all(len(layer._forward_hooks) == 0 for layer in model.model.language_model.layers)
 
 
@@ -227,4 +234,4 @@ def test_registry_loads_the_moss_family(ckpt: Path) -> None:
     w = _window(0, 30.0)
     assert audio_token_count(w.features["mel"].shape[1]) == 375
     out = m.annotate([w], [TaskRequest(name="caption")])
-    assert isinstance(out[0]["caption"], str)
+    assert isinstance(out[0]["caption"].text, str)

@@ -58,7 +58,7 @@ def window(samples: np.ndarray, index: int = 0, audio_id: str = "a") -> Window:
 def test_tiny_en_transcribes_demo_speech(model: WhisperModel, demo) -> None:
     speech = [(r, a) for r, a in demo if r["labels"] == "speech"]
     out = model.annotate([window(a, i, r["uri"]) for i, (r, a) in enumerate(speech)], ASR)
-    hyps = [o["asr"] for o in out]
+    hyps = [o["asr"].text for o in out]
     assert wer([r["text"] for r, _ in speech], hyps) < WER_BOUND
 
 
@@ -68,8 +68,8 @@ def test_packing_shares_encoder_passes_and_keeps_each_window_its_words(demo) -> 
     windows = [window(a, i, r["uri"]) for i, (r, a) in enumerate(speech)]
     refs = [r["text"] for r, _ in speech]
     packed, alone = WhisperModel(), WhisperModel(pack_windows=False)
-    got = [o["asr"] for o in packed.annotate(windows, ASR)]
-    want = [o["asr"] for o in alone.annotate(windows, ASR)]
+    got = [o["asr"].text for o in packed.annotate(windows, ASR)]
+    want = [o["asr"].text for o in alone.annotate(windows, ASR)]
     # 12 windows of ~4.2 s (+0.5 s gaps) fill three 29 s inputs instead of twelve
     assert packed.stats.encoder_passes == 3 and alone.stats.encoder_passes == 12
     assert packed.stats.padding_fraction < 0.5 < alone.stats.padding_fraction
@@ -86,8 +86,8 @@ def test_windows_cut_mid_sentence_are_not_split_by_guesswork(demo) -> None:
     halves = [h for a in speech for h in (a[: len(a) // 2], a[len(a) // 2 :])]
     windows = [window(h, i) for i, h in enumerate(halves)]
     packed, alone = WhisperModel(), WhisperModel(pack_windows=False)
-    got = [o["asr"] for o in packed.annotate(windows, ASR)]
-    assert got == [o["asr"] for o in alone.annotate(windows, ASR)]
+    got = [o["asr"].text for o in packed.annotate(windows, ASR)]
+    assert got == [o["asr"].text for o in alone.annotate(windows, ASR)]
 
 
 @pytest.mark.slow
@@ -97,8 +97,8 @@ def test_packed_windows_without_certain_text_go_back_to_the_one_window_path(demo
     samples = [speech[0], noise, np.zeros(SR, np.float32), speech[1]]
     windows = [window(s, i) for i, s in enumerate(samples)]
     packed, alone = WhisperModel(), WhisperModel(pack_windows=False)
-    got = [o["asr"] for o in packed.annotate(windows, ASR)]
-    want = [o["asr"] for o in alone.annotate(windows, ASR)]
+    got = [o["asr"].text for o in packed.annotate(windows, ASR)]
+    want = [o["asr"].text for o in alone.annotate(windows, ASR)]
     # noise and silence get no segment in the pack: their text comes from the one-window rules
     assert got[1:3] == want[1:3] == ["", ""]
     assert got[0] and got[3] and normalize(got[0]) != normalize(got[3])
@@ -108,8 +108,8 @@ def test_packed_windows_without_certain_text_go_back_to_the_one_window_path(demo
         WhisperModel(max_new_tokens=3),
         WhisperModel(max_new_tokens=3, pack_windows=False),
     )
-    got = [o["asr"] for o in short.annotate(windows, ASR)]
-    assert got == [o["asr"] for o in short_alone.annotate(windows, ASR)]
+    got = [o["asr"].text for o in short.annotate(windows, ASR)]
+    assert got == [o["asr"].text for o in short_alone.annotate(windows, ASR)]
     assert short.stats.encoder_passes == 1 + 4
 
 
@@ -131,8 +131,8 @@ def test_batched_equals_one_by_one(model: WhisperModel, demo) -> None:
     windows = [window(s, i) for i, s in enumerate(samples)]
     batched = WhisperModel(batch_mode="batched", batch_size=8, pack_windows=False)
     sequential = WhisperModel(batch_mode="sequential")
-    got = [o["asr"] for o in batched.annotate(windows, ASR)]
-    want = [o["asr"] for o in sequential.annotate(windows, ASR)]
+    got = [o["asr"].text for o in batched.annotate(windows, ASR)]
+    want = [o["asr"].text for o in sequential.annotate(windows, ASR)]
     assert got == want
     assert got[2] == got[3] == got[5] == ""  # noise, silence and a stub give no text
     assert all(got[i] for i in (0, 1, 4, 6, 7))  # and every speech window kept its own text
@@ -148,7 +148,7 @@ def test_long_audio_windows_stitch_into_the_transcript(model: WhisperModel, demo
     joined = np.concatenate([x for _, a in speech for x in (a, gap)])
     windows = make_windows("long", joined, WhisperModel, max_window_s=12.0)
     assert len(windows) >= 3 and all(w.duration_s <= 12.0 for w in windows)
-    text = join_window_texts([o["asr"] for o in model.annotate(windows, ASR)])
+    text = join_window_texts([o["asr"].text for o in model.annotate(windows, ASR)])
     assert wer([" ".join(r["text"] for r, _ in speech)], [text]) < WER_BOUND
 
 

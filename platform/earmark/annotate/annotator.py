@@ -42,9 +42,12 @@ from earmark.audio.windows import Window
 from earmark.contracts import ErrorKind, ErrorStage, ModelSpec, TaskRequest
 from earmark.models.base import AudioModel, ModelInputError
 from earmark.models.registry import load_model
+from earmark.models.result import TaskText
 from earmark.storage import Location, LocationLike
 
 log = logging.getLogger(__name__)
+# the asr output of a window the speech gate kept from the model
+NO_SPEECH = TaskText(text="", flags=("no_speech",))
 FATAL_EXIT_CODE = 70  # an Annotator process that exits on a fatal failure (EX_SOFTWARE)
 
 
@@ -98,13 +101,13 @@ class Annotator:
     # -- windows → texts -------------------------------------------------------------------
     def annotate_windows(
         self, windows: list[Window], tasks: list[TaskRequest] | None = None
-    ) -> tuple[list[dict[str, str] | None], list[str | None], tuple[int, int], float]:
+    ) -> tuple[list[dict[str, Any] | None], list[str | None], tuple[int, int], float]:
         """Texts per window (None where the window failed), error per window, padding counts,
         and the seconds spent in the model (lock waits excluded).
 
         Raises FatalModelError when the model, not a window, failed (see annotate.failures)."""
         tasks = tasks or self.tasks
-        texts: list[dict[str, str] | None] = [None] * len(windows)
+        texts: list[dict[str, Any] | None] = [None] * len(windows)
         errors: list[str | None] = [None] * len(windows)
         good = []
         for i, w in enumerate(windows):
@@ -123,12 +126,48 @@ class Annotator:
                 model_s += time.perf_counter() - t0
         return texts, errors, padding_of(sub, buckets), model_s
 
+    def annotate_gated(
+        self, windows: list[Window], tasks: list[TaskRequest]
+    ) -> tuple[list[dict[str, Any] | None], list[str | None], tuple[int, int], float, list[bool]]:
+        """annotate_windows, with the speech gate: a window with less speech than
+        `min_speech_s` is not sent for asr (an empty, no_speech transcript); its other tasks
+        still run. A file of pure noise asked only for asr costs no model time. The last value
+        says which windows went to the model."""
+        gate = self.spec.min_speech_s if any(t.name == "asr" for t in tasks) else 0.0
+        quiet = {
+            i
+            for i, w in enumerate(windows)
+            if gate > 0 and w.speech_s is not None and w.speech_s < gate
+        }
+        if not quiet:
+            return (*self.annotate_windows(windows, tasks), [True] * len(windows))
+        texts: list[dict[str, Any] | None] = [None] * len(windows)
+        errors: list[str | None] = [None] * len(windows)
+        real = padded = 0
+        elapsed = 0.0
+        rest = [t for t in tasks if t.name != "asr"]
+        for idx, todo in (
+            ([i for i in range(len(windows)) if i not in quiet], tasks),
+            (sorted(quiet), rest),
+        ):
+            if not idx or not todo:
+                continue
+            t, e, (r, p), s = self.annotate_windows([windows[i] for i in idx], todo)
+            for k, i in enumerate(idx):
+                texts[i], errors[i] = t[k], e[k]
+            real, padded, elapsed = real + r, padded + p, elapsed + s
+        for i in quiet:
+            if errors[i] is None:
+                texts[i] = {**(texts[i] or {}), "asr": NO_SPEECH}
+        sent = [i not in quiet or bool(rest) for i in range(len(windows))]
+        return texts, errors, (real, padded), elapsed, sent
+
     def _run_bucket(
         self,
         idx: list[int],
         windows: list[Window],
         tasks: list[TaskRequest],
-        texts: list[dict[str, str] | None],
+        texts: list[dict[str, Any] | None],
         errors: list[str | None],
     ) -> None:
         """One model call; a refused window or an out-of-memory batch is split in halves
@@ -223,13 +262,13 @@ class Annotator:
         calls. Raises FatalModelError when the model, not a file, failed."""
         tasks = tasks or self.tasks
         windows = [w for ws in files for w in ws]
-        texts, errors, (real, padded), elapsed = self.annotate_windows(windows, tasks)
-        total_audio = sum(w.num_samples for w in windows) or 1
+        texts, errors, (real, padded), elapsed, sent = self.annotate_gated(windows, tasks)
+        total_audio = sum(w.num_samples for w, s in zip(windows, sent, strict=True) if s) or 1
         outcomes, start = [], 0
         for ws in files:
             span = range(start, start + len(ws))
             start += len(ws)
-            audio = sum(w.num_samples for w in ws)
+            audio = sum(windows[i].num_samples for i in span if sent[i])  # what the model saw
             outcome = FileOutcome(
                 infer_s=elapsed * audio / total_audio,  # share of the calls by audio length
                 pad_real=audio,
@@ -239,7 +278,14 @@ class Annotator:
             if bad:
                 outcome.error = f"{len(bad)} of {len(ws)} window(s) failed: {bad[0]}"
             else:
-                outcome.fields = merge_windows(ws, [texts[i] for i in span], tasks, self.family)
+                outcome.fields = merge_windows(
+                    ws,
+                    [texts[i] or {} for i in span],
+                    tasks,
+                    self.family,
+                    drop_flagged=self.spec.drop_flagged,
+                    language=self.spec.language,
+                )
                 outcome.fields.update(num_windows=len(ws), **self.model_fields())
             outcomes.append(outcome)
         return outcomes

@@ -1,13 +1,20 @@
 """Windows ↔ files: length buckets for the model calls, and the merge of a file's window
-texts into its row fields (transcript and segments, caption, tags, custom answers)."""
+outputs into its row fields (transcript and segments, caption, tags, custom answers, speech,
+language and quality flags)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from earmark.audio.windows import Window
 from earmark.contracts import TaskRequest
 from earmark.models.prompts import clean_text, join_window_texts, parse_tags
+from earmark.models.quality import flags_for, merge_flags
+from earmark.models.result import TaskText, as_task_text
+
+# Flags that take a segment's text out of the transcript when `drop_flagged` is set
+DROPPED_FLAGS = frozenset({"no_speech", "filler", "repetition", "truncated", "low_confidence"})
 
 
 def bucket_windows(windows: list[Window], batch_size: int) -> list[list[int]]:
@@ -24,21 +31,33 @@ def padding_of(windows: list[Window], buckets: list[list[int]]) -> tuple[int, in
 
 
 def merge_windows(
-    windows: list[Window], texts: list[dict[str, str]], tasks: list[TaskRequest], family: str
+    windows: list[Window],
+    texts: list[dict[str, TaskText | str]],
+    tasks: list[TaskRequest],
+    family: str,
+    *,
+    drop_flagged: bool = False,
+    language: str | None = None,
 ) -> dict[str, Any]:
-    """Row fields for one file from its windows' texts (windows in file order)."""
+    """Row fields for one file from its windows' outputs (any order; merged in file order).
+
+    `language`: the language the user fixed (wins over any detection)."""
     order = sorted(range(len(windows)), key=lambda i: windows[i].index)
     ws = [windows[i] for i in order]
-    ts = [texts[i] for i in order]
-    out: dict[str, Any] = {}
+    outs = [{k: as_task_text(v) for k, v in texts[i].items()} for i in order]
+    out: dict[str, Any] = {"flags": []}
+    if all(w.speech_s is not None for w in ws):
+        out["speech_s"] = round(sum(w.speech_s or 0.0 for w in ws), 3)
     for task in tasks:
-        parts = [clean_text(t.get(task.name, "")) for t in ts]
+        results = [o.get(task.name, TaskText("")) for o in outs]
+        parts = [clean_text(r.text) for r in results]
+        flags = [flags_for(r, asr=task.name == "asr") for r in results]
+        out["flags"] = merge_flags(out["flags"], *flags)
         if task.name == "asr":
-            out["transcript"] = join_window_texts(parts)
-            out["segments"] = [
-                {"start_s": w.start_s, "end_s": w.end_s, "transcript": p}
-                for w, p in zip(ws, parts, strict=True)
-            ]
+            segments = asr_segments(ws, results, parts, flags, drop_flagged)
+            out["segments"] = segments
+            out["transcript"] = join_window_texts([s["transcript"] or "" for s in segments])
+            out["language"] = language or file_language(ws, results)
         elif task.name == "caption":
             out["caption"] = join_window_texts(parts)
         elif task.name == "tags":
@@ -51,4 +70,69 @@ def merge_windows(
             out.setdefault("answers", []).append(
                 {"name": task.name, "prompt": task.prompt, "text": join_window_texts(parts)}
             )
+    if "language" not in out and language:
+        out["language"] = language
     return out
+
+
+def asr_segments(
+    ws: list[Window],
+    results: list[TaskText],
+    parts: list[str],
+    flags: list[list[str]],
+    drop_flagged: bool,
+) -> list[dict[str, Any]]:
+    """Segment dicts (file times) of the windows' ASR outputs: one per window, or one per timed
+    span when the backend gives spans (MOSS time markers)."""
+    segments = []
+    for w, r, text, fl in zip(ws, results, parts, flags, strict=True):
+        common = {
+            "speech_fraction": w.speech_fraction,
+            "avg_logprob": r.avg_logprob,
+            "no_speech_prob": r.no_speech_prob,
+            "flags": fl,
+        }
+        dropped = drop_flagged and bool(DROPPED_FLAGS.intersection(fl))
+        if r.spans:
+            for a, b, piece in r.spans:
+                segments.append(
+                    {
+                        "start_s": round(w.start_s + a, 3),
+                        "end_s": round(min(w.end_s, w.start_s + b), 3),
+                        "transcript": None if dropped else piece,
+                        "words": None,
+                        **common,
+                    }
+                )
+            continue
+        words = None
+        if r.words is not None:
+            words = [
+                {
+                    "word": x.word.strip(),
+                    "start_s": round(w.start_s + min(max(x.start_s, 0.0), w.duration_s), 3),
+                    "end_s": round(w.start_s + min(max(x.end_s, x.start_s, 0.0), w.duration_s), 3),
+                    "probability": x.probability,
+                }
+                for x in r.words
+            ]
+        segments.append(
+            {
+                "start_s": w.start_s,
+                "end_s": w.end_s,
+                "transcript": None if dropped else text,
+                "words": words,
+                **common,
+            }
+        )
+    return segments
+
+
+def file_language(ws: list[Window], results: list[TaskText]) -> str | None:
+    """The language detected over the file's windows that were decoded with speech, weighted by
+    their speech seconds (all windows count, not the first); None when none was detected."""
+    votes: Counter[str] = Counter()
+    for w, r in zip(ws, results, strict=True):
+        if r.language and r.text.strip():
+            votes[r.language] += w.speech_s if w.speech_s is not None else w.duration_s
+    return votes.most_common(1)[0][0] if votes else None

@@ -82,11 +82,13 @@ def plan_windows(
     sr: int = SAMPLE_RATE,
     max_window_s: float = 30.0,
     vad: VadMode | SpeechFn = "silero",
+    regions: Sequence[tuple[int, int]] | None = None,
 ) -> list[tuple[int, int]]:
     """Window bounds [(start_sample, end_sample)] covering `samples` in order.
 
     vad: "silero" (pauses from silero-vad, energy fallback), "energy" (energy only), "none"
-    (hard cuts every `max_window_s`), or a function returning speech regions.
+    (hard cuts every `max_window_s`), or a function returning speech regions. `regions`: speech
+    regions already found over all of `samples` (then no VAD runs here).
     """
     n = int(len(samples))
     max_len = int(max_window_s * sr)
@@ -98,15 +100,32 @@ def plan_windows(
         return [(0, n)]
     if vad == "none":
         return [(s, min(s + max_len, n)) for s in range(0, n, max_len)]
-    speech_fn = _speech_fn(vad, sr)
+    speech_at = _speech_at(samples, sr, vad) if regions is None else _clipper(regions)
     bounds: list[tuple[int, int]] = []
     start = 0
     while n - start > max_len:
-        cut = find_cut(samples, start, max_len, sr, speech_fn)
+        cut = find_cut(samples, start, max_len, sr, speech_at)
         bounds.append((start, cut))
         start = cut
     bounds.append((start, n))
     return bounds
+
+
+# (lo, hi) -> speech regions inside samples[lo:hi], relative to lo
+SpeechAt = Callable[[int, int], Sequence[tuple[int, int]]]
+
+
+def _clipper(regions: Sequence[tuple[int, int]]) -> SpeechAt:
+    """Speech inside a stretch of the file, from regions found over the whole file."""
+    return lambda lo, hi: [
+        (max(s, lo) - lo, min(e, hi) - lo) for s, e in regions if s < hi and e > lo
+    ]
+
+
+def _speech_at(samples: np.ndarray, sr: int, vad: VadMode | SpeechFn) -> SpeechAt | None:
+    """Speech inside a stretch of the file, found by running the VAD on that stretch."""
+    fn = _speech_fn(vad, sr)
+    return None if fn is None else (lambda lo, hi: fn(samples[lo:hi], sr))
 
 
 def _speech_fn(vad: VadMode | SpeechFn, sr: int) -> SpeechFn | None:
@@ -124,14 +143,14 @@ def find_cut(
     start: int,
     max_len: int,
     sr: int,
-    speech_fn: SpeechFn | None,
+    speech_at: SpeechAt | None,
 ) -> int:
     """Where the window beginning at `start` ends: a sample in (start, start + max_len]."""
     lo = start + max(1, int(max_len * MIN_WINDOW_FRACTION))
     hi = start + max_len
     region = samples[lo:hi]
-    if speech_fn is not None:
-        speech = list(speech_fn(region, sr))
+    if speech_at is not None:
+        speech = list(speech_at(lo, hi))
         if speech:  # no speech at all: the VAD says nothing about where to cut, use energy
             cut = _longest_pause(speech, len(region))
             if cut is not None:
@@ -178,6 +197,11 @@ def _quietest_point(region: np.ndarray, sr: int) -> int | None:
     return int(((r0 + r1 - 1) / 2 + k / 2) * frame)
 
 
+def speech_in(regions: Sequence[tuple[int, int]], start: int, end: int) -> int:
+    """Samples of speech regions (sorted or not, non-overlapping) inside [start, end)."""
+    return sum(max(0, min(e, end) - max(s, start)) for s, e in regions)
+
+
 def make_windows(
     audio_id: str,
     samples: np.ndarray,
@@ -186,10 +210,17 @@ def make_windows(
     max_window_s: float | None = None,
     vad: VadMode | SpeechFn = "silero",
 ) -> list[Window]:
-    """Model windows of one file's 16 kHz samples, features prepared by `model_cls.prepare`."""
+    """Model windows of one file's 16 kHz samples, features prepared by `model_cls.prepare`.
+
+    With silero, the VAD runs once over the whole file: its regions place the cuts and give each
+    window its seconds of speech (`Window.speech_s`, read by the Annotator's speech gate)."""
     limit = model_cls.info.window_s if max_window_s is None else max_window_s
+    regions: list[tuple[int, int]] | None = None
+    if vad == "silero" or callable(vad):
+        fn = silero_speech if vad == "silero" else vad
+        regions = sorted(fn(samples, SAMPLE_RATE)) if len(samples) else []
     windows = []
-    for i, (s, e) in enumerate(plan_windows(samples, SAMPLE_RATE, limit, vad)):
+    for i, (s, e) in enumerate(plan_windows(samples, SAMPLE_RATE, limit, vad, regions)):
         chunk = samples[s:e]
         windows.append(
             Window(
@@ -199,6 +230,7 @@ def make_windows(
                 end_s=e / SAMPLE_RATE,
                 num_samples=e - s,
                 features=model_cls.prepare(chunk),
+                speech_s=None if regions is None else speech_in(regions, s, e) / SAMPLE_RATE,
             )
         )
     return windows

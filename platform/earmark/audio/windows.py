@@ -24,10 +24,19 @@ class Window:
     end_s: float
     num_samples: int  # real (unpadded) 16 kHz samples
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    # seconds of speech silero-vad found in the window; None when it was not measured
+    speech_s: float | None = None
 
     @property
     def duration_s(self) -> float:
         return self.num_samples / SAMPLE_RATE
+
+    @property
+    def speech_fraction(self) -> float | None:
+        """Share of the window that is speech (0-1), None when not measured."""
+        if self.speech_s is None or self.num_samples <= 0:
+            return None
+        return min(1.0, self.speech_s / self.duration_s)
 
 
 class WindowPreparer(Protocol):

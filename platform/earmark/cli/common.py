@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -28,3 +28,40 @@ def fail(msg: str, code: int = 2) -> NoReturn:
 def note(msg: str) -> None:
     """Print a one-line note to stderr as is (no markup; a long URL stays on one line)."""
     console.print(msg, soft_wrap=True, markup=False, highlight=False)
+
+
+# model options shared by `run`, `annotate` and `bench` (None: not given, the spec's value holds)
+LanguageOpt = Annotated[
+    str | None, typer.Option(help="whisper: the audio's language, e.g. de (default: detected)")
+]
+MaxTokensOpt = Annotated[
+    int | None, typer.Option(help="Generation limit per task (the model's default if unset)")
+]
+PackOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--pack-windows/--no-pack-windows",
+        help="whisper: pack short windows into shared 30-s inputs (default: on in jobs)",
+    ),
+]
+MinSpeechOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="asr: windows with less speech than this (s, silero-vad) get no model time and an "
+        "empty, no_speech transcript; 0 sends every window  [default: 0.25]"
+    ),
+]
+DropFlaggedOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--drop-flagged/--keep-flagged",
+        help="asr: leave flagged segments' text (filler, repetition, ...) out of the transcript",
+    ),
+]
+WordsOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--word-timestamps/--no-word-timestamps",
+        help="whisper: word start/end times in each segment  [default: on]",
+    ),
+]

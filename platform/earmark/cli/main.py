@@ -10,7 +10,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from earmark.cli.common import app, console, out
+from earmark.cli.common import (
+    DropFlaggedOpt,
+    LanguageOpt,
+    MaxTokensOpt,
+    MinSpeechOpt,
+    PackOpt,
+    WordsOpt,
+    app,
+    console,
+    out,
+)
 from earmark.cli.common import fail as _fail
 from earmark.contracts.errors import validation_problems
 
@@ -26,19 +36,6 @@ AudioColumnOpt = Annotated[
     typer.Option(help="Packed Parquet sources: the column holding the audio (default: by type)"),
 ]
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder (local or s3://...)")]
-LanguageOpt = Annotated[
-    str | None, typer.Option(help="whisper: the audio's language, e.g. de (default: detected)")
-]
-MaxTokensOpt = Annotated[
-    int | None, typer.Option(help="Generation limit per task (the model's default if unset)")
-]
-PackOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--pack-windows/--no-pack-windows",
-        help="whisper: pack short windows into shared 30-s inputs (default: on in jobs)",
-    ),
-]
 StorageOpt = Annotated[
     list[str] | None,
     typer.Option("--storage-option", "-S", help="fsspec storage option key=value (repeatable)"),
@@ -199,6 +196,9 @@ def run(
     language: LanguageOpt = None,
     max_new_tokens: MaxTokensOpt = None,
     pack_windows: PackOpt = None,
+    min_speech_s: MinSpeechOpt = None,
+    drop_flagged: DropFlaggedOpt = None,
+    word_timestamps: WordsOpt = None,
     cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
     target_file_mb: TargetMbOpt = None,
@@ -228,6 +228,9 @@ def run(
             "language": language,
             "max_new_tokens": max_new_tokens,
             "pack_windows": pack_windows,
+            "min_speech_s": min_speech_s,
+            "drop_flagged": drop_flagged,
+            "word_timestamps": word_timestamps,
         },
         target_file_mb=target_file_mb,
         audio_column=audio_column,
@@ -246,16 +249,24 @@ def annotate(
     max_new_tokens: MaxTokensOpt = None,
     language: LanguageOpt = None,
     pack_windows: PackOpt = None,
+    min_speech_s: MinSpeechOpt = None,
+    drop_flagged: DropFlaggedOpt = None,
+    word_timestamps: WordsOpt = None,
 ) -> None:
     """Annotate a few local files right here, without Ray."""
     from earmark.annotate.local import annotate_files
     from earmark.contracts import JobError, ModelSpec, parse_tasks
 
     try:
-        given = {"max_new_tokens": max_new_tokens, "language": language}
+        given = {
+            "max_new_tokens": max_new_tokens,
+            "language": language,
+            "pack_windows": pack_windows,
+            "min_speech_s": min_speech_s,
+            "drop_flagged": drop_flagged,
+            "word_timestamps": word_timestamps,
+        }
         extra = {k: v for k, v in given.items() if v is not None}
-        if pack_windows is not None:
-            extra["pack_windows"] = pack_windows
         spec = ModelSpec.parse(model, **extra)
         task_list = parse_tasks(tasks)
         rows = annotate_files([str(f) for f in files], spec, task_list)
@@ -266,7 +277,8 @@ def annotate(
             out.print_json(json.dumps(row, default=str), indent=None)
             continue
         t = Table(title=row["uri"], show_header=False, title_justify="left")
-        for k in ("status", "error", "duration_s", "codec", "transcript", "caption", "tags"):
+        shown = ("status", "error", "duration_s", "speech_s", "language", "flags")
+        for k in (*shown, "transcript", "caption", "tags"):
             if row.get(k) not in (None, []):
                 t.add_row(k, str(row[k]))
         for a in row.get("answers") or []:

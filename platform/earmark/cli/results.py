@@ -51,10 +51,36 @@ def compact_cmd(
 
 
 def eval_cmd(
-    output: Annotated[str, typer.Argument(help="Output folder of `earmark run`")],
     references: Annotated[
-        str, typer.Option("--references", "-r", help="Manifest with uri/audio_id + text/labels/...")
+        str,
+        typer.Option(
+            "--references", "-r", help="Manifest with uri/audio_id + text/labels/caption/answer"
+        ),
     ],
+    output: Annotated[
+        str | None, typer.Argument(help="Output folder of `earmark run` (or use --predictions)")
+    ] = None,
+    predictions: Annotated[
+        str | None,
+        typer.Option(
+            "--predictions",
+            "-p",
+            help="Score this .jsonl/.csv/.parquet of predictions made elsewhere (a `uri` column "
+            "and a `text` column, or `transcript`/`caption`/`tags`/`answer`) instead of OUTPUT",
+        ),
+    ] = None,
+    output_base: Annotated[
+        str | None,
+        typer.Option(
+            "--output-base",
+            help="Folder that relative uris of the output or predictions are relative to "
+            "(without it such uris are refused)",
+        ),
+    ] = None,
+    answer_task: Annotated[
+        str | None,
+        typer.Option(help="Custom answer scored against `answer` (default: each row's first)"),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the result here")
     ] = None,
@@ -67,18 +93,38 @@ def eval_cmd(
         list[str] | None, typer.Option("--storage-option", "-S", help="key=value")
     ] = None,
 ) -> None:
-    """Score an output against references: WER/CER per language, tag mAP and accuracy, caption
-    and answer similarity. Exits 1 when a --fail-above threshold is crossed, 2 on bad input or
-    any other failure (with a message, never a traceback)."""
+    """Score an output (or a predictions file) against references: WER/CER per language, tag
+    mAP and accuracy, caption and answer similarity, multiple-choice accuracy. Exits 1 when a
+    --fail-above threshold is crossed, 2 on bad input or any other failure (with a message,
+    never a traceback)."""
     from earmark.contracts import JobError
-    from earmark.evaluation import check_thresholds, evaluate, print_result, write_json
+    from earmark.evaluation import (
+        check_thresholds,
+        evaluate,
+        evaluate_predictions,
+        print_result,
+        write_json,
+    )
     from earmark.storage import Location, parse_storage_options
 
     try:
+        if (output is None) == (predictions is None):
+            raise ValueError(
+                "give either an OUTPUT folder of `earmark run` or --predictions FILE, not "
+                + ("both" if output else "neither")
+            )
         opts = parse_storage_options(storage_option)
-        result = evaluate(
-            Location(output, opts), Location(references, opts), default_language=language
-        )
+        refs = Location(references, opts)
+        if predictions is not None:
+            result = evaluate_predictions(
+                Location(predictions, opts), refs, default_language=language,
+                output_base=output_base,
+            )  # fmt: skip
+        else:
+            result = evaluate(
+                Location(str(output), opts), refs, default_language=language,
+                answer_task=answer_task, output_base=output_base,
+            )  # fmt: skip
         violations = check_thresholds(result, list(fail_above or []))
         print_result(result)
         if json_out:

@@ -15,13 +15,21 @@ from earmark.contracts.job import (
     ModelSpec,
     ResourceSpec,
 )
-from earmark.contracts.output import OUTPUT_SCHEMA, Answer, OutputRow, Segment, rows_to_table
+from earmark.contracts.output import (
+    OUTPUT_SCHEMA,
+    OUTPUT_SCHEMA_VERSION,
+    Answer,
+    OutputRow,
+    Segment,
+    rows_to_table,
+)
 from earmark.contracts.tasks import BUILTIN_TASKS, TaskRequest, parse_tasks
 
 __all__ = [
     "BUILTIN_TASKS",
     "FAMILIES",
     "OUTPUT_SCHEMA",
+    "OUTPUT_SCHEMA_VERSION",
     "Answer",
     "EarmarkError",
     "ErrorKind",

@@ -41,6 +41,24 @@ class ModelSpec(BaseModel):
         description="whisper: lay short windows of one call end to end in shared 30 s encoder "
         "inputs (fewer encoder passes; see models/whisper_pack.py); other families ignore it",
     )
+    min_speech_s: float = Field(
+        default=0.25,
+        ge=0,
+        le=30,
+        description="asr: a window in which silero-vad finds less speech than this (seconds) is "
+        "never sent to the model for asr; its transcript is empty and flagged no_speech. Other "
+        "tasks still run on it. 0 sends every window. 0.25 s is silero-vad's shortest speech",
+    )
+    drop_flagged: bool = Field(
+        default=False,
+        description="asr: leave the text of flagged segments (filler, repetition, truncated, "
+        "low_confidence, no_speech) out of the transcript; the segments keep their flags",
+    )
+    word_timestamps: bool = Field(
+        default=True,
+        description="whisper: word start/end times in each segment (faster-whisper's "
+        "cross-attention alignment); other families give none",
+    )
     language: str | None = Field(
         default=None,
         min_length=2,

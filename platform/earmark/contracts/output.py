@@ -11,11 +11,52 @@ from pydantic import BaseModel, Field
 from earmark import __version__
 from earmark.contracts.errors import ErrorKind, ErrorStage
 
+# Version of the output schema, bumped when columns change (README, "Output schema").
+# 2: speech_s, language, flags; segments gained speech_fraction, avg_logprob, no_speech_prob,
+#    flags and words.
+OUTPUT_SCHEMA_VERSION = 2
+
+
+class WordTiming(BaseModel):
+    word: str = Field(description="The word as the model wrote it (leading space dropped)")
+    start_s: float = Field(description="Word start in the file, seconds")
+    end_s: float = Field(description="Word end in the file, seconds")
+    probability: float | None = Field(
+        default=None, description="Decoder probability of the word's tokens (Whisper)"
+    )
+
 
 class Segment(BaseModel):
-    start_s: float = Field(description="Window start in the file, seconds")
-    end_s: float = Field(description="Window end in the file, seconds")
-    transcript: str | None = Field(default=None, description="Transcript of this window")
+    start_s: float = Field(description="Segment start in the file, seconds")
+    end_s: float = Field(description="Segment end in the file, seconds")
+    transcript: str | None = Field(
+        default=None,
+        description="Transcript of this segment; null when drop_flagged removed flagged text",
+    )
+    speech_fraction: float | None = Field(
+        default=None,
+        description="Share of the segment's window that silero-vad found to be speech (0-1)",
+    )
+    avg_logprob: float | None = Field(
+        default=None,
+        description="Mean natural-log probability per generated token (end token included), "
+        "from the scores greedy decoding picked each token from: 0 is certain, below -1 is "
+        "flagged low_confidence. Null when the window was not sent to the model",
+    )
+    no_speech_prob: float | None = Field(
+        default=None,
+        description="Whisper: probability of its no-speech token for the window; null for "
+        "other families",
+    )
+    flags: list[str] | None = Field(
+        default=None,
+        description="Quality flags of this segment: no_speech, filler, repetition, truncated, "
+        "low_confidence (earmark.models.quality)",
+    )
+    words: list[WordTiming] | None = Field(
+        default=None,
+        description="Word timings (Whisper); null for families that give none, never invented",
+    )
 
 
 class Answer(BaseModel):
@@ -40,7 +81,23 @@ class OutputRow(BaseModel):
     codec: str | None = Field(default=None, description="Audio codec (FFmpeg name)")
     container: str | None = Field(default=None, description="Container format (FFmpeg name)")
     transcript: str | None = Field(default=None, description="ASR transcript (task asr)")
-    segments: list[Segment] | None = Field(default=None, description="Per-window transcripts")
+    segments: list[Segment] | None = Field(
+        default=None,
+        description="Timed transcript pieces: one per window, or per time-marked span (MOSS)",
+    )
+    speech_s: float | None = Field(
+        default=None, description="Seconds of speech silero-vad found in the file (model runs)"
+    )
+    language: str | None = Field(
+        default=None,
+        description="Language of the speech: the user's `language` option, else detected by a "
+        "multilingual Whisper over the windows with speech; null otherwise, never guessed",
+    )
+    flags: list[str] | None = Field(
+        default=None,
+        description="Union of the quality flags of every task's output for this file: "
+        "no_speech, filler, repetition, truncated, low_confidence",
+    )
     caption: str | None = Field(default=None, description="Audio caption (task caption)")
     tags: list[str] | None = Field(default=None, description="Normalized labels (task tags)")
     tags_raw: str | None = Field(default=None, description="Raw model text for tags")
@@ -58,8 +115,25 @@ class OutputRow(BaseModel):
     )
 
 
+_WORD = pa.struct(
+    [
+        ("word", pa.string()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("probability", pa.float64()),
+    ]
+)
 _SEGMENT = pa.struct(
-    [("start_s", pa.float64()), ("end_s", pa.float64()), ("transcript", pa.string())]
+    [
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("transcript", pa.string()),
+        ("speech_fraction", pa.float64()),
+        ("avg_logprob", pa.float64()),
+        ("no_speech_prob", pa.float64()),
+        ("flags", pa.list_(pa.string())),
+        ("words", pa.list_(_WORD)),
+    ]
 )
 _ANSWER = pa.struct([("name", pa.string()), ("prompt", pa.string()), ("text", pa.string())])
 
@@ -79,6 +153,9 @@ OUTPUT_SCHEMA = pa.schema(
         ("container", pa.string()),
         ("transcript", pa.string()),
         ("segments", pa.list_(_SEGMENT)),
+        ("speech_s", pa.float64()),
+        ("language", pa.string()),
+        ("flags", pa.list_(pa.string())),
         ("caption", pa.string()),
         ("tags", pa.list_(pa.string())),
         ("tags_raw", pa.string()),

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from earmark.contracts import OUTPUT_SCHEMA, JobSpec, OutputRow
+from earmark.contracts import OUTPUT_SCHEMA, OUTPUT_SCHEMA_VERSION, JobSpec, OutputRow
 
 
 def arrow_schema_doc() -> dict:
     return {
+        "version": OUTPUT_SCHEMA_VERSION,
         "fields": [
             {"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in OUTPUT_SCHEMA
-        ]
+        ],
     }
 
 

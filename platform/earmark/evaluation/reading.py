@@ -1,4 +1,4 @@
-"""Reading an earmark output and a reference manifest; making URIs comparable.
+"""Reading an earmark output, a predictions file and a reference manifest; making URIs comparable.
 
 Shared by `earmark eval` and `earmark report`.
 """
@@ -17,9 +17,23 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from earmark.contracts import OUTPUT_SCHEMA, JobError
+from earmark.evaluation.tagging import read_list
 from earmark.storage import Location, LocationLike
 
 REQUIRED_OUTPUT_COLUMNS = ("uri", "status")  # without them a row would be scored as an error
+# Keys added to every row read for scoring: the file it came from and its 1-based row there, so
+# a refusal can name both.
+SOURCE_KEY, ROW_KEY = "_file", "_row"
+# Columns of a predictions file that can hold the model's text, per task, most specific first:
+# a `transcript` column beats `text` for ASR, and so on.
+PREDICTION_COLUMNS: dict[str, tuple[str, ...]] = {
+    "asr": ("transcript", "text"),
+    "tags": ("tags", "text"),
+    "caption": ("caption", "text"),
+    "answer": ("answer", "text"),
+}
+# Key of a predictions row holding its answer text (an output row has a list of named answers).
+ANSWER_KEY = "_answer"
 
 
 def output_dataset(output: LocationLike) -> ds.Dataset:
@@ -75,8 +89,24 @@ def read_output(
     return output_dataset(output).to_table(columns=list(columns) if columns else None)
 
 
-def read_references(references: LocationLike) -> list[dict[str, Any]]:
-    """Rows of a `.jsonl`, `.csv`/`.tsv` or `.parquet` reference manifest, as dicts."""
+def read_output_rows(output: LocationLike, columns: list[str] | tuple[str, ...]) -> list[dict]:
+    """Output rows as dicts, each with the file it came from (SOURCE_KEY, a URL for remote
+    storage) and its 1-based row in that file (ROW_KEY)."""
+    out = Location.of(output)
+    dataset = output_dataset(out)
+    rows: list[dict[str, Any]] = []
+    for fragment in dataset.get_fragments():
+        name = fragment.path if out.is_local else out.uri(fragment.path)
+        table = fragment.to_table(columns=list(columns), schema=dataset.schema)
+        for n, row in enumerate(table.to_pylist(), 1):
+            row[SOURCE_KEY], row[ROW_KEY] = name, n
+            rows.append(row)
+    return rows
+
+
+def read_references(references: LocationLike, what: str = "reference manifest") -> list[dict]:
+    """Rows of a `.jsonl`, `.csv`/`.tsv` or `.parquet` file (a reference manifest, or a
+    predictions file: `what` names it in errors), as dicts."""
     refs = Location.of(references)
     fs, fpath, path = refs.fs, refs.path, refs.url
     low = fpath.lower()
@@ -87,7 +117,11 @@ def read_references(references: LocationLike) -> list[dict[str, Any]]:
         with fs.open(fpath, "rb") as f:
             text = f.read().decode("utf-8-sig")
     except FileNotFoundError as exc:
-        raise JobError(f"reference manifest {path!r} does not exist") from exc
+        raise JobError(f"{what} {path!r} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise JobError(
+            f"{what} {path!r} is a folder; name a .jsonl, .csv or .parquet file"
+        ) from exc
     if low.endswith((".csv", ".tsv")):
         reader = csv.DictReader(io.StringIO(text), delimiter="\t" if low.endswith(".tsv") else ",")
         return [dict(r) for r in reader]
@@ -99,8 +133,10 @@ def read_references(references: LocationLike) -> list[dict[str, Any]]:
                     rows.append(json.loads(line))
                 except ValueError as exc:
                     raise JobError(f"{path}:{n}: not a JSON object ({exc})") from exc
+                if not isinstance(rows[-1], dict):
+                    raise JobError(f"{path}:{n}: not a JSON object; write one object per line")
         return rows
-    raise JobError(f"reference manifest {path!r}: use a .jsonl, .csv, .tsv or .parquet file")
+    raise JobError(f"{what} {path!r}: use a .jsonl, .csv, .tsv or .parquet file")
 
 
 def canonical_uri(uri: str, base: str | None = None) -> str:
@@ -122,9 +158,108 @@ def canonical_uri(uri: str, base: str | None = None) -> str:
     return os.path.normpath(os.path.abspath(uri))
 
 
+def is_relative_uri(uri: str) -> bool:
+    """True for a path that names no root: `data/a.wav`, `./a.wav`, `file://data/a.wav`."""
+    uri = str(uri).strip()
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    return "://" not in uri and not os.path.isabs(uri)
+
+
 def manifest_base(references: LocationLike) -> str:
     """Directory of the manifest, used to resolve relative reference URIs."""
     refs = Location.of(references)
     if refs.is_local:
         return os.path.dirname(os.path.abspath(refs.path))
     return refs.fs.unstrip_protocol(posixpath.dirname(refs.path))
+
+
+def prediction_columns(columns: list[str]) -> dict[str, str]:
+    """Task → the column of a predictions file that holds the model's text for it."""
+    used: dict[str, str] = {}
+    for task, names in PREDICTION_COLUMNS.items():
+        found = next((c for c in names if c in columns), None)
+        if found:
+            used[task] = found
+    return used
+
+
+def _cell_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and value != value):  # NaN: an empty cell
+        return None
+    if isinstance(value, list | tuple):
+        return "; ".join(str(v) for v in value if v is not None)
+    return str(value)
+
+
+def _prediction_row(raw: dict[str, Any], used: dict[str, str]) -> dict[str, Any]:
+    """A predictions row in the shape of an output row (status ok, the text in each task's
+    output column)."""
+    row: dict[str, Any] = {
+        "audio_id": _cell_text(raw.get("audio_id")),
+        "uri": _cell_text(raw.get("uri")),
+        "status": "ok",
+    }
+    if "asr" in used:
+        row["transcript"] = _cell_text(raw.get(used["asr"]))
+    if "caption" in used:
+        row["caption"] = _cell_text(raw.get(used["caption"]))
+    if "answer" in used:
+        row[ANSWER_KEY] = _cell_text(raw.get(used["answer"]))
+    if "tags" in used:
+        tags = raw.get(used["tags"])
+        if isinstance(tags, str) and tags.strip().startswith("["):
+            try:  # a list written as text (a CSV cell): its items, not text to split
+                tags = read_list(tags)
+            except ValueError:
+                pass  # scored as raw text below
+        if isinstance(tags, list | tuple):  # a list: the labels as given
+            row["tags"] = [str(t) for t in tags if t is not None]
+        else:  # text, split against the reference vocabulary like a model's raw tag text
+            row["tags_raw"] = _cell_text(tags)
+    return row
+
+
+def read_predictions(predictions: LocationLike) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Rows of a predictions file made outside earmark (`.jsonl`, `.csv`/`.tsv`, `.parquet`),
+    shaped like output rows, and the column used for each task (see PREDICTION_COLUMNS).
+
+    Every row needs a `uri` (or `audio_id`) and the file needs a text column; a file naming
+    one file twice is refused (which of the two texts would count?).
+    """
+    loc = Location.of(predictions)
+    name = loc.url
+    raw_rows = read_references(loc, what="predictions file")
+    if not raw_rows:
+        raise JobError(f"predictions file {name} has no rows")
+    columns = sorted(set().union(*(r.keys() for r in raw_rows)))
+    found = ", ".join(columns) or "none"
+    if "uri" not in columns and "audio_id" not in columns:
+        raise JobError(
+            f"predictions file {name} has no `uri` column (columns found: {found}); add one "
+            "naming each audio file as the reference manifest does (or an `audio_id` column)"
+        )
+    used = prediction_columns(columns)
+    if not used:
+        raise JobError(
+            f"predictions file {name} has no `text` column (columns found: {found}); put the "
+            "model's output in `text` (or in `transcript`, `caption`, `tags` or `answer`)"
+        )
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for n, raw in enumerate(raw_rows, 1):
+        row = _prediction_row(raw, used)
+        key = (row["audio_id"] or "").strip() or (row["uri"] or "").strip()
+        if not key:
+            raise JobError(
+                f"predictions file {name}: row {n} has no uri; give every row the file it is about"
+            )
+        if key in seen:
+            raise JobError(
+                f"predictions file {name}: rows {seen[key]} and {n} are both for {key}; keep "
+                "one prediction per file"
+            )
+        seen[key] = n
+        row[SOURCE_KEY], row[ROW_KEY] = name, n
+        rows.append(row)
+    return rows, used

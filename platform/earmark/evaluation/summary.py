@@ -58,7 +58,7 @@ def check_thresholds(result: EvalResult, thresholds: list[str]) -> list[str]:
 _KNOWN = re.compile(
     r"^(error_rate|missing_rate|wer|cer|wer_both_nonempty|cer_both_nonempty|empty_hyp_rate|"
     r"(wer|cer)\.[a-z0-9-]+|map|accuracy|tag_precision|tag_recall|tag_f1|"
-    r"(caption|answer)_(token_f1|rouge_l|bleu))$"
+    r"(caption|answer)_(token_f1|rouge_l|bleu)|choice_accuracy)$"
 )
 
 
@@ -91,6 +91,9 @@ def print_result(result: EvalResult, console: Any = None) -> None:
 
     console = console or Console()
     cov = result.coverage
+    if result.prediction_columns:
+        used = ", ".join(f"{task} ← `{col}`" for task, col in result.prediction_columns.items())
+        console.print(f"predictions file {result.output}: columns scored: {used}")
     t = Table(title="Coverage", title_justify="left")
     for col in ("references", "matched", "missing", "ok", "error", "skipped", "unreferenced"):
         t.add_column(col, justify="right")
@@ -176,5 +179,19 @@ def print_result(result: EvalResult, console: Any = None) -> None:
         t.add_row(
             _fmt(sim.token_f1), _fmt(sim.rouge_l), _fmt(sim.bleu), str(sim.n_rows),
             str(sim.n_scored), str(sim.n_empty_ref), str(sim.n_empty_hyp),
+        )  # fmt: skip
+        console.print(t)
+
+    if result.choices:
+        ch = result.choices
+        t = Table(title="Multiple choice", title_justify="left")
+        t.caption = "correct: names the right option (letter or text) and no other"
+        t.caption_justify = "left"
+        for col in ("accuracy", "correct", "scored", "rows", "∅ref", "∅hyp", "none", "several"):
+            t.add_column(col, justify="right")
+        t.add_row(
+            _fmt(ch.accuracy), str(ch.n_correct), str(ch.n_scored), str(ch.n_rows),
+            str(ch.n_empty_ref), str(ch.n_empty_hyp), str(ch.n_named_none),
+            str(ch.n_named_several),
         )  # fmt: skip
         console.print(t)

@@ -3,8 +3,9 @@
 Label matching rules (both sides go through `normalize_label`):
 - lowercase, `_` → space, `", and "` and `", "` inside a label → `" and "` (FSD50K style names
   such as "Bicycle_bell" or "Crowd, and chatter"), whitespace collapsed, outer punctuation stripped;
-- reference labels come from a list column, a JSON list in a string, or a `;`-separated string (not
-  `,`: AudioSet names such as "Child speech, kid speaking" contain commas);
+- reference labels come from a list column, a JSON or Python list in a string, a `;`- or
+  newline-separated string, or a comma-separated string (`read_list` gives the comma rule: AudioSet
+  names such as "Child speech, kid speaking" keep their commas);
 - predictions are the row's `tags_raw` split again against the reference vocabulary
   (`split_tags`: on `;`, newlines, commas and " and ", never inside a reference label such as
   "Speech and singing", which the models' splitters break), or its `tags` when there is no raw
@@ -46,28 +47,95 @@ def normalize_label(label: str) -> str:
     return text.strip().strip(".:;\"'").strip()
 
 
-def parse_labels(value: Any) -> list[str]:
-    """Reference labels from a list, a JSON or Python list string, or a `;`-separated string."""
+# A comma followed by a space and a lower-case word, or an all-capitals word, continues a label.
+# Why: in the AudioSet ontology (ontology.json, class_labels_indices.csv) a display name starts
+# with a capital and lists its synonyms after ", " in lower case ("Child speech, kid speaking",
+# "Dishes, pots, and pans", "Telephone dialing, DTMF"), while a list of names puts a capital after
+# each comma ("Speech, Music"). FSD50K's ground-truth CSVs join labels with "," and no space
+# ("Bark,Dog,Domestic_animals_and_pets"). Known miss: "Boat, Water vehicle" reads as two labels.
+_CONTINUES = re.compile(r"^\s+(?:[a-z]|[A-Z]{2,}\b)")
+_LIST_SEPARATORS = re.compile(r"[;\n]")
+LIST_FIX = 'write it as a JSON list (["Speech", "Music"]) or separate the items with ";"'
+
+
+def _split_commas(text: str) -> list[str]:
+    """Items of a comma-separated string (see `_CONTINUES`). The continuation rule applies only
+    when the text starts with a capital (AudioSet style); a lower-case or caseless text
+    ("speech, music", "狗, 猫") is split at every comma."""
+    parts = text.split(",")
+    first = next((c for c in text if c.isalpha()), "")
+    if not first.isupper():
+        return parts
+    items = [parts[0]]
+    for part in parts[1:]:
+        if _CONTINUES.match(part):
+            items[-1] += "," + part
+        else:
+            items.append(part)
+    return items
+
+
+def _list_literal(text: str) -> list[Any]:
+    """A list written as JSON or as a Python literal (pandas writes "['Speech', 'Music']")."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"{text[:80]!r} starts with '[' but is not a JSON list") from None
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{text[:80]!r} is not a list")
+    return list(value)
+
+
+def read_list(value: Any) -> list[str]:
+    """Items of a list-valued reference cell (labels, choices), stripped, blanks dropped.
+
+    Accepted: a list; a string holding a JSON or Python list; a string separated by `;` or
+    newlines (commas then stay inside items); else a comma-separated string (`_split_commas`);
+    a number (a class index) is one item. Raises ValueError, ending with the fix, for anything
+    else (an object, a nested list, a broken JSON list).
+    """
     if value is None:
         return []
-    if isinstance(value, str):
+    if isinstance(value, bool) or isinstance(value, dict):
+        raise ValueError(f"a {type(value).__name__} is not a list; {LIST_FIX}")
+    if isinstance(value, int | float):
+        items: list[Any] = [] if value != value else [value]  # NaN (an empty pandas cell)
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    elif isinstance(value, str):
         text = value.strip()
+        if text.startswith("{"):
+            raise ValueError(f"{text[:80]!r} is an object, not a list; {LIST_FIX}")
         if text.startswith("["):
             try:
-                value = json.loads(text)
-            except ValueError:
-                try:  # a Python list written as text ("['Speech', 'Music']", from pandas)
-                    value = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
-                    value = [text]
-            if not isinstance(value, list | tuple):
-                value = [text]
+                items = _list_literal(text)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; {LIST_FIX}") from None
+        elif _LIST_SEPARATORS.search(text):
+            items = _LIST_SEPARATORS.split(text)
         else:
-            value = text.split(";")
+            items = _split_commas(text) if text else []
+    else:
+        raise ValueError(f"a {type(value).__name__} is not a list; {LIST_FIX}")
     out: list[str] = []
-    for item in value:
+    for item in items:
         if item is None:
             continue
+        if not isinstance(item, str | int | float) or isinstance(item, bool):
+            raise ValueError(f"item {item!r} is not a text; {LIST_FIX}")
+        text = str(item).strip()
+        if text:
+            out.append(text)
+    return out
+
+
+def parse_labels(value: Any) -> list[str]:
+    """Reference labels (any form `read_list` takes), normalised and without repeats."""
+    out: list[str] = []
+    for item in read_list(value):
         label = normalize_label(item)
         if label and label not in out:
             out.append(label)

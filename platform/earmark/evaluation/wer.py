@@ -13,19 +13,33 @@ One deliberate difference: the reference script silently skips pairs whose refer
 is empty. Here a pair with an empty hypothesis counts as all deletions in `rate` (a model that says
 nothing must not look good), pairs with an empty reference are left out of every rate (no reference
 token to divide by) but counted, and `rate_both_nonempty` reproduces the reference script's number.
-Chinese gets the basic normaliser rather than the speechio `cn_tn` normaliser of the reference, so
-spoken-form numbers are not rewritten there.
+Chinese and Cantonese (`zh`, `yue`) get a Chinese step before the basic normaliser, as the
+reference scripts run a Chinese text normaliser first: Traditional characters become Simplified
+(`zhconv`, MediaWiki tables, "zh-hans": characters only, no regional vocabulary), then Chinese
+numerals become Arabic digits (`cn2an.transform(..., "cn2an")`: "二零二四年" and "两千零二十四年"
+→ "2024年", "百分之五十" → "50%"). The reference's speechio `cn_tn` goes the other way (digits to
+spoken characters). Towards characters a number has one written form but several spoken ones
+(cn2an writes "2024年" as "二零二四年", and a speaker may say "两千零二十四年"); towards digits
+every spoken form meets the same digits, so that direction is used. cn2an also rewrites a numeral
+inside a word ("一起" → "1起"); it does so on both sides, so the counts still agree.
+
+The Whisper normalisers are transformers' `english_normalizer.py` loaded by file path: importing
+it as `transformers.models.whisper...` would run transformers' package `__init__`, which imports
+torch (seconds and a gigabyte for a text function).
 """
 
 from __future__ import annotations
 
 import heapq
+import importlib.util
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from importlib import resources
+from types import ModuleType
 
 import jiwer
 from pydantic import BaseModel, Field
@@ -85,16 +99,62 @@ def english_spelling_mapping() -> tuple[dict[str, str], str]:
         return {}, "none (British spellings are not mapped)"
 
 
+# Languages whose text goes through the Chinese step (Traditional→Simplified, numerals→digits).
+CHINESE_LANGUAGES = frozenset({"zh", "yue"})
+# transformers' Whisper normaliser module, relative to the transformers package folder.
+_WHISPER_NORMALIZER_FILE = os.path.join("models", "whisper", "english_normalizer.py")
+
+
+def _load_whisper_normalizer_module() -> ModuleType:
+    """transformers' `english_normalizer.py` (stdlib + `regex` only) without transformers'
+    package `__init__`, which imports torch. `find_spec` of a top-level name imports nothing."""
+    spec = importlib.util.find_spec("transformers")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = os.path.join(folder, _WHISPER_NORMALIZER_FILE)
+        if os.path.isfile(path):
+            file_spec = importlib.util.spec_from_file_location("_earmark_whisper_normalizer", path)
+            if file_spec is None or file_spec.loader is None:
+                break
+            module = importlib.util.module_from_spec(file_spec)
+            file_spec.loader.exec_module(module)
+            return module
+    # a transformers layout without the file: the ordinary import (slow, same code)
+    from transformers.models.whisper import english_normalizer
+
+    return english_normalizer
+
+
 @lru_cache(maxsize=1)
 def _normalizers() -> tuple[Callable[[str], str], Callable[[str], str]]:
-    # transformers is heavy: imported only when text is first scored.
-    from transformers.models.whisper.english_normalizer import (
-        BasicTextNormalizer,
-        EnglishTextNormalizer,
-    )
-
+    module = _load_whisper_normalizer_module()
     mapping, _ = english_spelling_mapping()
-    return EnglishTextNormalizer(mapping), BasicTextNormalizer()
+    return module.EnglishTextNormalizer(mapping), module.BasicTextNormalizer()
+
+
+@lru_cache(maxsize=1)
+def _chinese_converters() -> tuple[Callable[[str], str], Callable[[str], str]]:
+    # imported on first Chinese text: cn2an takes ~0.1 s to import
+    import cn2an
+    import zhconv
+
+    def simplified(text: str) -> str:
+        return zhconv.convert(text, "zh-hans")
+
+    def digits(text: str) -> str:
+        # cn2an warns and leaves the text as it is when a numeral does not parse ("十十"):
+        # that is the wanted outcome, so the warning is noise
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cn2an.transform(text, "cn2an")
+
+    return simplified, digits
+
+
+def normalize_chinese(text: str) -> str:
+    """Traditional → Simplified characters, then Chinese numerals → Arabic digits."""
+    simplified, digits = _chinese_converters()
+    return digits(simplified(text))
 
 
 def strip_special(text: str | None) -> str:
@@ -105,11 +165,16 @@ def strip_special(text: str | None) -> str:
 
 
 def normalize(text: str | None, lang: str) -> str:
-    """Text as scored: Whisper English (en only), then basic normaliser; lowercase, no marks."""
+    """Text as scored: Whisper English (en) or the Chinese step (zh, yue), then the basic
+    normaliser; lowercase, no marks."""
     english, basic = _normalizers()
     text = strip_special(text)
-    if canonical_language(lang) == "en":
+    code = canonical_language(lang)
+    if code == "en":
         text = english(text)
+    elif code in CHINESE_LANGUAGES and text:
+        # before the basic normaliser, which drops the "%" that "百分之五十" becomes
+        text = normalize_chinese(text)
     return re.sub(r"\s+", " ", basic(text)).strip()
 
 

@@ -6,7 +6,9 @@ it and ship the (picklable, numpy) features to the GPU actor. Only backend modul
 model libraries (torch, transformers, faster_whisper), and only inside functions or `__init__`.
 
 Contract of `annotate`: every task requested for a window reuses ONE encoder pass over that
-window ("encode once, ask many"); the result for window i is `results[i][task.name]` = raw text.
+window ("encode once, ask many"); the result for window i is `results[i][task.name]`, a
+`TaskText` (raw text, and the confidence, word times and language the decoder knows; see
+`earmark.models.result`) or a plain string.
 Parsing (tag splitting, think-block stripping) lives in `earmark.models.prompts`, not here.
 """
 
@@ -23,6 +25,7 @@ import numpy as np
 from earmark.audio.samples import TARGET_SR
 from earmark.audio.windows import Window
 from earmark.contracts import FamilyInfo, TaskRequest
+from earmark.models.result import TaskText
 
 
 class ModelLoadError(Exception):
@@ -106,8 +109,10 @@ class AudioModel(abc.ABC):
 
     # -- model side -------------------------------------------------------------------------
     @abc.abstractmethod
-    def annotate(self, windows: list[Window], tasks: list[TaskRequest]) -> list[dict[str, str]]:
-        """Raw text per task for each window, in input order. One encoder pass per window."""
+    def annotate(
+        self, windows: list[Window], tasks: list[TaskRequest]
+    ) -> list[dict[str, TaskText | str]]:
+        """Output per task for each window, in input order. One encoder pass per window."""
 
     @property
     def name(self) -> str:

@@ -219,13 +219,15 @@ class EurekaModel(RemoteCodeModel):
                     ids, types = self.prompt_ids(task, frames)
                     ids_t = torch.tensor([ids], device=self.device)
                     self.stats.encoder_passes += 1  # the remote generate re-encodes every call
+                    rec = G.LogProbRecorder()
                     out = self.model.generate(
                         input_ids=ids_t,
                         token_type_ids=torch.tensor([types], device=self.device),
                         audio_input_ids=None,
                         mel_batch_list=chunks,
                         **self._generate_args(with_scores),
+                        **G.recorder_kwargs(rec),
                     )
-                    row = G.generated_rows(out, ids_t, self.eos_ids, with_scores)[0]
+                    row = G.generated_rows(out, ids_t, self.eos_ids, with_scores, rec)[0]
                     results[i][task.name] = row
         return results

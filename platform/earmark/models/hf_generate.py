@@ -6,7 +6,10 @@ functions so that importing this module stays light."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from earmark.models.result import TaskText, mean_logprob
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: str) -> tuple[Any, Any]:
@@ -75,22 +78,89 @@ def strip_prompt(sequences: Any, prompt_ids: Any) -> Any:
 # near-tie.
 # ---------------------------------------------------------------------------------------------
 
-Trace = tuple[list[int], Any]  # ids (through the first stop id), scores [steps, vocab]
+
+@dataclass
+class Trace:
+    """One generated row: new ids through the first stop id, (when traced) the logits of each
+    step [steps, vocab], and the log-probability of each kept id (LogProbRecorder)."""
+
+    ids: list[int]
+    scores: Any = None
+    logprobs: list[float] | None = None
+    stopped_on: int | None = None  # the stop id it ended on; None: it hit the token limit
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_on is not None
 
 
-def generated_rows(out: Any, prompt_ids: Any, stop_ids: Sequence[int], trace: bool) -> list[Trace]:
-    """Per row: new ids cut after the first stop id, and (when traced) their step logits."""
+class LogProbRecorder:
+    """A logits processor, last in line, that records per step and row the log-probability of
+    the token greedy decoding picks: max(scores) - logsumexp(scores). Cheap ([rows] floats a
+    step) where output_scores keeps [rows, vocab] a step. Returns the scores unchanged."""
+
+    def __init__(self) -> None:
+        self.steps: list[Any] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        s = scores.float()
+        self.steps.append((s.max(-1).values - torch.logsumexp(s, -1)).cpu())
+        return scores
+
+    def rows(self) -> list[list[float]]:
+        import torch
+
+        return torch.stack(self.steps, 1).tolist() if self.steps else []
+
+
+def recorder_kwargs(recorder: LogProbRecorder) -> dict[str, Any]:
+    """generate kwargs that put the recorder after the model's own logits processors."""
+    from transformers import LogitsProcessorList
+
+    return {"logits_processor": LogitsProcessorList([recorder])}
+
+
+def generated_rows(
+    out: Any,
+    prompt_ids: Any,
+    stop_ids: Sequence[int],
+    trace: bool,
+    recorder: LogProbRecorder | None = None,
+) -> list[Trace]:
+    """Per row: new ids cut after the first stop id, (when traced) their step logits, and (with
+    a recorder) their log-probabilities."""
     import torch
 
     new = strip_prompt(out, prompt_ids).tolist()
     logits = None
     if trace:
         logits = torch.stack(list(out.scores), dim=1).float().cpu().numpy()  # [B, steps, V]
+    lps = recorder.rows() if recorder is not None else []
     rows: list[Trace] = []
     for i, ids in enumerate(new):
-        cut = next((k + 1 for k, t in enumerate(ids) if t in stop_ids), len(ids))
-        rows.append((ids[:cut], None if logits is None else logits[i, :cut]))
+        cut = next((k + 1 for k, t in enumerate(ids) if t in stop_ids), None)
+        end = len(ids) if cut is None else cut
+        row_lp = lps[i][:end] if i < len(lps) and len(lps[i]) >= end else None
+        rows.append(
+            Trace(
+                ids[:end],
+                None if logits is None else logits[i, :end],
+                row_lp,
+                None if cut is None else ids[cut - 1],
+            )
+        )
     return rows
+
+
+def task_text(tokenizer: Any, row: Trace, stop_ids: Sequence[int]) -> TaskText:
+    """A generated row as a TaskText: decoded text, mean log-probability, truncation."""
+    return TaskText(
+        text=decode(tokenizer, row.ids, stop_ids),
+        avg_logprob=mean_logprob(row.logprobs or []),
+        truncated=not row.stopped,
+    )
 
 
 def trace_kwargs(trace: bool) -> dict[str, Any]:
@@ -102,7 +172,7 @@ def compare_traces(a: Trace, b: Trace, atol: float = 1e-3, tie: float = 1e-3) ->
     up to a step where `a` had a near-tie (top-2 gap < tie) and the runs picked differently."""
     import numpy as np
 
-    (ids_a, log_a), (ids_b, log_b) = a, b
+    (ids_a, log_a), (ids_b, log_b) = (a.ids, a.scores), (b.ids, b.scores)
     steps = min(len(ids_a), len(ids_b))
     for k in range(steps):
         diff = float(np.abs(log_a[k] - log_b[k]).max())

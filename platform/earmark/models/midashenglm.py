@@ -198,13 +198,16 @@ class MiDashengLMModel(RemoteCodeModel):
                 rows = [self.prompt_ids(task, len(w)) for w in waves]
                 ids, mask = G.left_pad(rows, self.pad_id, self.device)
                 self.stats.encoder_passes += len(waves)
+                rec = G.LogProbRecorder()
                 out = self.model.generate(
                     input_ids=ids,
                     attention_mask=mask,
                     input_values=values,
                     audio_length=lengths,
                     **self._generate_args(with_scores),
+                    **G.recorder_kwargs(rec),
                 )
-                for i, row in enumerate(G.generated_rows(out, ids, self.eos_ids, with_scores)):
+                rows = G.generated_rows(out, ids, self.eos_ids, with_scores, rec)
+                for i, row in enumerate(rows):
                     results[i][task.name] = row
         return results

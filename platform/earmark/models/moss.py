@@ -31,6 +31,7 @@ from earmark.models.base import (
     torch_dtype,
 )
 from earmark.models.prompts import clean_text, prompt_for
+from earmark.models.result import TaskText, mean_logprob
 
 MIN_SAMPLES = F.N_FFT  # shorter windows are zero-padded to one STFT frame (2 mel frames, 1 token)
 MARKER_EVERY_TOKENS = 25  # 2 s of audio at 12.5 tokens/s
@@ -143,21 +144,44 @@ class MossModel(AudioModel):
         return {"mel": log_mel(samples)}
 
     # -- model side -----------------------------------------------------------------------------
-    def annotate(self, windows: list[Window], tasks: list[TaskRequest]) -> list[dict[str, str]]:
-        ids = self.annotate_ids(windows, tasks)
+    def annotate(
+        self, windows: list[Window], tasks: list[TaskRequest]
+    ) -> list[dict[str, TaskText | str]]:
+        rows = self.annotate_rows(windows, tasks)
         dec = self.tokenizer.decode
-        return [
-            {
-                task.name: clean_text(dec(row[t], skip_special_tokens=True))
-                for t, task in enumerate(tasks)
-            }
-            for row in ids
-        ]
+        out = []
+        for row in rows:
+            texts: dict[str, TaskText | str] = {}
+            for t, task in enumerate(tasks):
+                ids, lps, stopped = row[t]
+                text = clean_text(dec(ids, skip_special_tokens=True))
+                spans = None
+                if task.name == "asr":  # "[0.00 - 2.50] words" lines: timed segments
+                    timed = parse_timed_segments(text)
+                    if timed and len(timed) == len([x for x in text.splitlines() if x.strip()]):
+                        spans = tuple((s["start_s"], s["end_s"], s["transcript"]) for s in timed)
+                        text = " ".join(s[2] for s in spans)
+                texts[task.name] = TaskText(
+                    text=text,
+                    avg_logprob=mean_logprob(lps),
+                    truncated=not stopped,
+                    spans=spans,
+                )
+            out.append(texts)
+        return out
 
     def annotate_ids(
         self, windows: list[Window], tasks: list[TaskRequest]
     ) -> list[list[list[int]]]:
         """Generated token ids [window][task] (stop token excluded); the encoder runs once."""
+        return [[ids for ids, _, _ in row] for row in self.annotate_rows(windows, tasks)]
+
+    def annotate_rows(
+        self, windows: list[Window], tasks: list[TaskRequest]
+    ) -> list[list[tuple[list[int], list[float], bool]]]:
+        """Per [window][task]: generated ids (stop token excluded), the log-probability of each
+        generated id (the stop token's included), and whether it stopped before the limit.
+        The encoder runs once."""
         import torch
 
         if not windows:
@@ -180,7 +204,7 @@ class MossModel(AudioModel):
 
         n_tok = [int(n) for n in lens.tolist()]
         halves = [self._prompt_halves(t) for t in tasks]
-        out: list[list[list[int]]] = [[[] for _ in tasks] for _ in windows]
+        out: list[list[Any]] = [[None for _ in tasks] for _ in windows]
         # tasks that agree before the audio share one prefill of it (and of DeepStack)
         for members, shared in prefix_groups(halves):
             head, tail = halves[members[0]]
@@ -235,8 +259,9 @@ class MossModel(AudioModel):
         deep: list[Any],
         lens: Any,
         tails: list[list[int]],
-    ) -> list[list[int]]:
-        """Greedy new ids per (window, tail) row, window-major (cut before the first stop id):
+    ) -> list[tuple[list[int], list[float], bool]]:
+        """Greedy new ids per (window, tail) row, window-major (cut before the first stop id),
+        with their log-probabilities (through the stop id) and whether a stop id was reached:
         the audio prefixes `seqs` are left-padded and prefilled together, then each continues
         with every tail."""
         import torch
@@ -248,6 +273,7 @@ class MossModel(AudioModel):
         ids, mask = left_pad(seqs, pad, dev)
         tail_ids, tail_mask = left_pad(tails, pad, dev)
         rows = torch.tensor(win, device=dev)
+        steps: list[Any] = []
         with torch.inference_mode():
             out = self.model.generate_greedy(
                 ids,
@@ -260,9 +286,12 @@ class MossModel(AudioModel):
                 pad_id=pad,
                 tail_ids=tail_ids.repeat(len(seqs), 1),
                 tail_mask=tail_mask.repeat(len(seqs), 1),
+                logprobs=steps,
             )
+        lps = torch.stack(steps, 1).tolist() if steps else [[] for _ in range(out.shape[0])]
         result = []
-        for row in out.tolist():
-            cut = next((k for k, t in enumerate(row) if t in self.ids["stop"]), len(row))
-            result.append(row[:cut])
+        for row, lp in zip(out.tolist(), lps, strict=True):
+            cut = next((k for k, t in enumerate(row) if t in self.ids["stop"]), None)
+            end = len(row) if cut is None else cut
+            result.append((row[:end], lp[: end + (cut is not None)], cut is not None))
         return result

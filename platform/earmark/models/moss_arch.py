@@ -175,8 +175,10 @@ class MossAudioModel(PreTrainedModel):
         pad_id: int,
         tail_ids: torch.Tensor | None = None,
         tail_mask: torch.Tensor | None = None,
+        logprobs: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Greedy decoding of left-padded rows; [R, steps] new ids (pad_id after a row stops).
+        With `logprobs`, appends per step the [R] log-probabilities of the picked ids.
 
         With `tail_ids` [R * T, S] (left-padded, row-major: row r's T tails are r*T .. r*T+T-1),
         the R input rows are an audio prefix prefilled ONCE (DeepStack included); the cache is
@@ -218,7 +220,11 @@ class MossAudioModel(PreTrainedModel):
         next_pos = position_ids[:, -1:] + 1
         new: list[torch.Tensor] = []
         for step in range(max_new_tokens):
-            tok = out.logits[:, -1].argmax(-1)
+            step_logits = out.logits[:, -1]
+            tok = step_logits.argmax(-1)
+            if logprobs is not None:
+                lp = step_logits.float()
+                logprobs.append((lp.max(-1).values - torch.logsumexp(lp, -1)).cpu())
             tok = torch.where(done, torch.full_like(tok, pad_id), tok)
             new.append(tok)
             done = done | torch.isin(tok, stops)

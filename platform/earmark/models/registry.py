@@ -30,7 +30,9 @@ def model_class_options(cls: type[AudioModel]) -> tuple[str, ...]:
 def load_model(spec: ModelSpec) -> AudioModel:
     """Load the backend a ModelSpec names (weights are read here, once)."""
     cls = model_class(spec.family)
-    extra = {"pack_windows": spec.pack_windows} if spec.family == "whisper" else {}
+    extra = {}
+    if spec.family == "whisper":
+        extra = {"pack_windows": spec.pack_windows, "word_timestamps": spec.word_timestamps}
     extra |= {k: getattr(spec, k) for k in model_class_options(cls)}
     return cls(
         spec.checkpoint,

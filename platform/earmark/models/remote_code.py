@@ -24,6 +24,7 @@ from earmark.contracts import TaskRequest
 from earmark.models import hf_common as H
 from earmark.models import hf_generate as G
 from earmark.models.base import AudioModel, BatchStats, ModelInputError, prefix_groups
+from earmark.models.result import TaskText
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +127,12 @@ class RemoteCodeModel(AudioModel):
             return None
         return text
 
-    def annotate(self, windows: list[Window], tasks: list[TaskRequest]) -> list[dict[str, str]]:
+    def annotate(
+        self, windows: list[Window], tasks: list[TaskRequest]
+    ) -> list[dict[str, TaskText | str]]:
         runs = self.trace(windows, tasks, with_scores=False)
         return [
-            {name: G.decode(self.tokenizer, ids, self.eos_ids) for name, (ids, _) in r.items()}
+            {name: G.task_text(self.tokenizer, row, self.eos_ids) for name, row in r.items()}
             for r in runs
         ]
 
@@ -234,5 +237,12 @@ def generate_from_prefix(
         stats.windows += len(heads) * n_tails
         stats.real_units += int(mask_h.sum()) + len(heads) * int(mask_t.sum())
         stats.padded_units += ids_h.numel() + len(heads) * ids_t.numel()
-    gen = lm.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **gen_kwargs)
-    return G.generated_rows(gen, ids, stop_ids, trace)
+    rec = G.LogProbRecorder()
+    gen = lm.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        past_key_values=cache,
+        **gen_kwargs,
+        **G.recorder_kwargs(rec),
+    )
+    return G.generated_rows(gen, ids, stop_ids, trace, rec)

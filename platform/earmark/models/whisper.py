@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -31,28 +32,28 @@ import numpy as np
 from earmark.audio.windows import SAMPLE_RATE, Window
 from earmark.contracts import FAMILIES, TaskRequest
 from earmark.models.base import AudioModel, ModelInputError, ModelLoadError, hub_offline
+from earmark.models.result import TaskText
 from earmark.models.whisper_checkpoint import (
     default_cpu_threads,
     resolve_checkpoint,
 )
-from earmark.models.whisper_pack import Pack, parse_timestamped, plan_packs, split_pack
+from earmark.models.whisper_pack import plan_packs
+from earmark.models.whisper_packed import MAX_DECODE_TOKENS, decode_packs
+from earmark.models.whisper_result import (
+    FALLBACK_SEED,
+    FALLBACK_TEMPERATURES,
+    LOG_PROB_THRESHOLD,
+    NO_SPEECH_THRESHOLD,
+    needs_fallback,
+    window_text,
+)
 
 DEFAULT_BEAM_SIZE = 1  # greedy: same WER as beam 5 on the demo speech, ≈2× faster (see report)
 DEFAULT_BATCH_SIZE = 16  # windows per encoder/decoder call in the batched pipeline
-MAX_DECODE_TOKENS = 440  # Whisper's decoder holds 448 positions, a few go to the prompt
 MEL_HOP_SAMPLES = 160  # Whisper log-mel hop: 10 ms at 16 kHz
 CLIP_GAP_SAMPLES = 160  # 10 ms of silence between joined windows: clip starts stay ≥ 10 ms apart
-# faster-whisper's sequential transcribe drops a segment whose no-speech probability is above
-# 0.6 unless its average log-probability is above -1 (its defaults); the batched pipeline does
-# not, so the same rule is applied here to keep both paths equal (noise gives "" not "You").
-NO_SPEECH_THRESHOLD = 0.6
-LOG_PROB_THRESHOLD = -1.0
 
 BatchMode = Literal["batched", "sequential"]
-
-
-def _is_no_speech(seg: Any) -> bool:
-    return seg.no_speech_prob > NO_SPEECH_THRESHOLD and seg.avg_logprob <= LOG_PROB_THRESHOLD
 
 
 class WhisperModel(AudioModel):
@@ -70,12 +71,14 @@ class WhisperModel(AudioModel):
         language: str | None = None,
         cpu_threads: int | None = None,
         pack_windows: bool = True,
+        word_timestamps: bool = True,
         **load: Any,
     ) -> None:
         super().__init__(checkpoint, **load)  # device, dtype, revision, max_new_tokens
         if batch_mode not in ("batched", "sequential"):
             raise ValueError(f"batch_mode must be 'batched' or 'sequential', got {batch_mode!r}")
         self.beam_size = beam_size
+        self.word_timestamps = word_timestamps
         self.batch_mode: BatchMode = batch_mode
         self.batch_size = batch_size
         # CPU: int8 weights (the bundled model is stored int8); CUDA: half precision
@@ -155,73 +158,101 @@ class WhisperModel(AudioModel):
         return {"audio": np.ascontiguousarray(audio, dtype=np.float32)}
 
     # -- model side -------------------------------------------------------------------------
-    def annotate(self, windows: list[Window], tasks: list[TaskRequest]) -> list[dict[str, str]]:
+    def annotate(
+        self, windows: list[Window], tasks: list[TaskRequest]
+    ) -> list[dict[str, TaskText | str]]:
         self.check_tasks(tasks)
         if not windows:
             return []
-        audios = []
-        for w in windows:
-            self.check_window(w)
-            if "audio" not in w.features:
-                raise ModelInputError(
-                    f"window {w.index} of {w.audio_id} has no 'audio' feature "
-                    f"(prepared by another family?)"
-                )
-            audio = w.features["audio"]
-            if len(audio) != w.num_samples:
-                raise ModelInputError(
-                    f"window {w.index} of {w.audio_id}: {len(audio)} samples in its features, "
-                    f"{w.num_samples} declared"
-                )
-            audios.append(audio)
+        audios = [self._audio_of(w) for w in windows]
         passes = len(windows)
+        outs = [TaskText("") for _ in audios]
         if self.batch_mode == "batched":
             # under one mel hop a window has no frame: sequential transcribe returns "" for it,
             # the batched pipeline would decode an all-padding input into noise text
             keep = [i for i, a in enumerate(audios) if len(a) >= MEL_HOP_SAMPLES]
-            texts = [""] * len(audios)
             alone = list(range(len(keep)))
             if self.pack_windows and len(keep) > 1:
                 packs, alone = plan_packs([len(audios[i]) for i in keep])
-                resolved, redo = self._transcribe_packs([audios[i] for i in keep], packs)
-                for k, text in resolved.items():
-                    texts[keep[k]] = text
+                resolved, redo = decode_packs(self, [audios[i] for i in keep], packs)
+                for k, out in resolved.items():
+                    outs[keep[k]] = out
                 alone = sorted(alone + redo)
                 passes += len(packs) - len(resolved)
             if alone:
                 decoded = self._transcribe_batched([audios[keep[k]] for k in alone])
-                for k, text in zip(alone, decoded, strict=True):
-                    texts[keep[k]] = text
+                for k, out in zip(alone, decoded, strict=True):
+                    outs[keep[k]] = out
+            # the guards the batched pipeline skips: re-decode a failing window on its own
+            for i in keep:
+                if needs_fallback(outs[i]):
+                    outs[i] = self._transcribe_one(audios[i])
+                    passes += 1
         else:
-            texts = [self._transcribe_one(a) for a in audios]
+            outs = [self._transcribe_one(a) for a in audios]
+        if self.multilingual:
+            outs = [self._with_language(o, a) for o, a in zip(outs, audios, strict=True)]
         self.stats.windows += len(windows)
         self.stats.encoder_passes += passes
         self.stats.real_units += sum(len(a) for a in audios)
         # Whisper pads every encoder input (one window, or one pack) to 30 s of log-mel
         self.stats.padded_units += passes * int(self.info.window_s * SAMPLE_RATE)
-        return [{t.name: text for t in tasks} for text in texts]
+        return [{t.name: out for t in tasks} for out in outs]
+
+    def _audio_of(self, w: Window) -> np.ndarray:
+        self.check_window(w)
+        if "audio" not in w.features:
+            raise ModelInputError(
+                f"window {w.index} of {w.audio_id} has no 'audio' feature "
+                f"(prepared by another family?)"
+            )
+        audio = w.features["audio"]
+        if len(audio) != w.num_samples:
+            raise ModelInputError(
+                f"window {w.index} of {w.audio_id}: {len(audio)} samples in its features, "
+                f"{w.num_samples} declared"
+            )
+        return audio
+
+    def _with_language(self, out: TaskText, audio: np.ndarray) -> TaskText:
+        """A multilingual checkpoint's language for a window with text (its own detection over
+        this window; the merge weighs the windows of a file by their speech)."""
+        if not out.text.strip() or len(audio) < MEL_HOP_SAMPLES:
+            return out
+        language, _, _ = self.model.detect_language(audio=audio)
+        return replace(out, language=language)
 
     def _decode_options(self) -> dict[str, Any]:
         return dict(
             language=self.language,
             task="transcribe",
             beam_size=self.beam_size,
-            temperature=0.0,  # no fallback sampling: deterministic, batch-invariant
-            without_timestamps=True,
-            word_timestamps=False,
+            temperature=0.0,  # the batched pass is greedy; failing windows fall back alone
+            without_timestamps=not self.word_timestamps,
+            word_timestamps=self.word_timestamps,
             vad_filter=False,  # earmark cut the windows in pauses already
             max_new_tokens=min(self.max_new_tokens, MAX_DECODE_TOKENS),
             no_speech_threshold=NO_SPEECH_THRESHOLD,
             log_prob_threshold=LOG_PROB_THRESHOLD,
         )
 
-    def _transcribe_one(self, audio: np.ndarray) -> str:
-        segments, _ = self.model.transcribe(
-            audio, condition_on_previous_text=False, **self._decode_options()
-        )
-        return " ".join(s.text.strip() for s in segments if s.text.strip())
+    def _transcribe_one(self, audio: np.ndarray) -> TaskText:
+        """One window alone through faster-whisper's sequential decoder, which applies the
+        temperature fallback and the no-speech rule itself; the sampler is seeded first."""
+        import ctranslate2
 
-    def _transcribe_batched(self, audios: list[np.ndarray]) -> list[str]:
+        if len(audio) < MEL_HOP_SAMPLES:
+            return TaskText("")
+        ctranslate2.set_random_seed(FALLBACK_SEED)
+        options = {**self._decode_options(), "temperature": list(FALLBACK_TEMPERATURES)}
+        segments, _ = self.model.transcribe(audio, condition_on_previous_text=False, **options)
+        segments = list(segments)
+        temperature = max((s.temperature for s in segments), default=0.0)
+        return window_text(
+            segments, 0.0, len(audio) / SAMPLE_RATE, self.word_timestamps, temperature
+        )
+
+    def _transcribe_batched(self, audios: list[np.ndarray]) -> list[TaskText]:
         """Join the windows, one clip timestamp each; split the segments back by start time."""
         gap = np.zeros(CLIP_GAP_SAMPLES, dtype=np.float32)
         joined = np.concatenate([x for a in audios for x in (a, gap)])
@@ -242,49 +273,12 @@ class WhisperModel(AudioModel):
             log_progress=False,
             **self._decode_options(),
         )
-        parts: list[list[str]] = [[] for _ in audios]
+        parts: list[list[Any]] = [[] for _ in audios]
         tolerance_s = CLIP_GAP_SAMPLES / SAMPLE_RATE / 2  # starts are rounded to 1 ms
         for seg in segments:
             i = bisect.bisect_right(starts_s, seg.start + tolerance_s) - 1
-            if seg.text.strip() and not _is_no_speech(seg):
-                parts[max(i, 0)].append(seg.text.strip())
-        return [" ".join(p) for p in parts]
-
-    def _transcribe_packs(
-        self, audios: list[np.ndarray], packs: list[Pack]
-    ) -> tuple[dict[int, str], list[int]]:
-        """Decode each pack with timestamps; the texts placed with certainty, and the rest."""
-        from faster_whisper.audio import pad_or_trim
-
-        tok, prompt = self.tokenizer, self.pack_prompt
-        resolved: dict[int, str] = {}
-        redo: list[int] = []
-        for first in range(0, len(packs), self.batch_size):
-            group = packs[first : first + self.batch_size]
-            feats = []
-            for pack in group:
-                gap = np.zeros(pack.gap_samples, dtype=np.float32)
-                joined = np.concatenate([x for i in pack.members for x in (audios[i], gap)])
-                feats.append(pad_or_trim(self.model.feature_extractor(joined)[..., :-1]))
-            budget = max(len(p.members) for p in group) * self.max_new_tokens
-            results = self.model.model.generate(
-                self.model.encode(np.stack(feats)),
-                [list(prompt) for _ in group],
-                beam_size=self.beam_size,
-                max_length=len(prompt) + min(budget, MAX_DECODE_TOKENS),
-                suppress_blank=True,
-                suppress_tokens=self.suppress_tokens,
-                sampling_temperature=0.0,
-            )
-            for pack, result in zip(group, results, strict=True):
-                segments, unclosed = parse_timestamped(
-                    result.sequences_ids[0],
-                    tok.timestamp_begin,
-                    tok.eot,
-                    self.model.time_precision,
-                    tok.decode,
-                )
-                texts, back = split_pack(pack, segments, unclosed)
-                resolved.update(texts)
-                redo.extend(back)
-        return resolved, redo
+            parts[max(i, 0)].append(seg)
+        return [
+            window_text(p, o / SAMPLE_RATE, n / SAMPLE_RATE, self.word_timestamps)
+            for p, o, n in zip(parts, offsets, lengths, strict=True)
+        ]

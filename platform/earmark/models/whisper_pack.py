@@ -20,7 +20,7 @@ encoder pass a window's words come from, never drop them. All functions here are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SAMPLE_RATE = 16_000  # Hz
 PACK_SPAN_S = 29.0  # s of audio (gaps included) per packed input: timestamps stop at 30.0 s
@@ -42,6 +42,7 @@ class Segment:
     start_s: float
     end_s: float
     text: str
+    tokens: tuple[int, ...] = field(default=(), compare=False)  # its text tokens
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def parse_timestamped(
             else:
                 words = decode(text).strip() if text else ""
                 if words:
-                    segments.append(Segment(start, t, words))
+                    segments.append(Segment(start, t, words, tuple(text)))
                 start, text = None, []
         elif tok < eot:
             text.append(tok)
@@ -128,17 +129,27 @@ def split_pack(
     pack: Pack, segments: list[Segment], unclosed_s: float | None
 ) -> tuple[dict[int, str], list[int]]:
     """Texts of the pack's windows that were resolved, and the windows to run alone."""
+    assigned, redo = assign_pack(pack, segments, unclosed_s)
+    texts = {w: " ".join(segments[k].text for k in ks) for w, ks in assigned.items()}
+    return texts, redo
+
+
+def assign_pack(
+    pack: Pack, segments: list[Segment], unclosed_s: float | None
+) -> tuple[dict[int, list[int]], list[int]]:
+    """The segments (indices, in order) of each window of the pack that was resolved, and the
+    windows to run alone."""
     # each window owns its span plus half of each neighbouring gap
     owned = [(a - pack.gap_s / 2, b + pack.gap_s / 2) for a, b in pack.spans_s]
-    parts: list[list[str]] = [[] for _ in pack.members]
+    parts: list[list[int]] = [[] for _ in pack.members]
     redo: set[int] = set()
-    for seg in segments:
+    for j, seg in enumerate(segments):
         length = seg.end_s - seg.start_s
         overlaps = [max(0.0, min(seg.end_s, b) - max(seg.start_s, a)) for a, b in owned]
         if length <= 0:  # a zero-length segment: the window containing its start
             hits = [k for k, (a, b) in enumerate(owned) if a <= seg.start_s < b]
             if hits:
-                parts[hits[0]].append(seg.text)
+                parts[hits[0]].append(j)
             else:
                 redo.update(range(len(pack.members)))  # outside every window: distrust it
             continue
@@ -152,10 +163,10 @@ def split_pack(
             redo.update(k for k, o in enumerate(overlaps) if o > 0)
             redo.update(spills)
         else:
-            parts[best].append(seg.text)
+            parts[best].append(j)
     if unclosed_s is not None:
         first = next((k for k, (_, b) in enumerate(owned) if unclosed_s < b), len(owned))
         redo.update(range(first, len(owned)))
     redo.update(k for k, p in enumerate(parts) if not p)
-    texts = {pack.members[k]: " ".join(p) for k, p in enumerate(parts) if k not in redo}
-    return texts, sorted(pack.members[k] for k in redo)
+    assigned = {pack.members[k]: p for k, p in enumerate(parts) if k not in redo}
+    return assigned, sorted(pack.members[k] for k in redo)

@@ -87,6 +87,12 @@ def _summary(s: RunStats) -> str:
     cards.append(_card(_hours(s.total_infer_s), "model time (all workers)"))
     if s.total_audio_s and s.total_infer_s:
         cards.append(_card(f"{s.total_infer_s / s.total_audio_s:.3g}", "real-time factor (model)"))
+    if s.n_speech_measured:
+        share = s.total_speech_s / s.speech_audio_s if s.speech_audio_s else 0.0
+        cards.append(_card(f"{share:.0%}", "of the audio is speech (silero-vad)"))
+        cards.append(_card(f"{s.n_no_speech:,}", "files with no speech"))
+    if s.flags:
+        cards.append(_card(f"{s.n_flagged:,}", "files flagged"))
     return '<section id="summary"><div class="cards">' + "".join(cards) + "</div></section>"
 
 
@@ -115,6 +121,13 @@ def _row_text(r: dict[str, Any]) -> str:
         kind = f"{r.get('error_stage') or '?'}/{r.get('error_kind') or '?'}"
         message = escape((r.get("error") or "")[:TEXT_CHARS])
         parts.append(f'<span class="err">[{escape(kind)}] {message}</span>')
+    quality = []
+    if r.get("speech_s") is not None and r.get("duration_s"):
+        quality.append(f"speech {r['speech_s'] / r['duration_s']:.0%}")
+    if r.get("flags"):
+        quality.append("flags: " + ", ".join(r["flags"]))
+    if quality:
+        parts.append(f'<span class="muted">{escape(" · ".join(quality))}</span>')
     for name in ("transcript", "caption"):
         if r.get(name):
             parts.append(f"<b>{name}:</b> {escape(r[name][:TEXT_CHARS])}")
@@ -194,6 +207,14 @@ def build_html(output: str, s: RunStats, samples: list[dict[str, Any]]) -> str:
             "Most frequent tags",
             plots.bar_chart([(k, float(v)) for k, v in s.tags], "plot-tags", "Tags"),
             tag_note,
+        ),
+        '</div><h2 id="section-quality">Quality flags</h2><div class="grid">',
+        _figure(
+            "Files per quality flag",
+            plots.bar_chart(_top(s.flags), "plot-flags", "Flags", plots.PALETTE[2]),
+            f"{s.n_flagged:,} of {s.status.get('ok', 0):,} ok files flagged"
+            if s.flags
+            else "no file flagged, or an output written before flags existed",
         ),
         '</div><h2 id="section-status">Status and errors</h2><div class="grid">',
         _figure(

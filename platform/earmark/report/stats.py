@@ -36,6 +36,8 @@ STAT_COLUMNS = (
     "job_id",
     "earmark_version",
 )
+# read when the output has them (schema version 2 and later)
+QUALITY_COLUMNS = ("flags", "speech_s")
 DURATION_BINS = 30
 # Durations spanning more than this ratio (max/min) get logarithmic bins.
 LOG_BINS_RATIO = 100.0
@@ -72,6 +74,12 @@ class RunStats:
     models: dict[str, int] = field(default_factory=dict)
     jobs: dict[str, int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
+    flags: dict[str, int] = field(default_factory=dict)  # files per quality flag
+    n_flagged: int = 0
+    n_speech_measured: int = 0  # ok files with a speech measure
+    n_no_speech: int = 0  # ...of which silero-vad found no speech at all
+    total_speech_s: float = 0.0
+    speech_audio_s: float = 0.0  # audio seconds of the files with a speech measure
 
     @property
     def wall_s(self) -> float | None:
@@ -134,7 +142,8 @@ def _throughput(stats: RunStats, created: pa.ChunkedArray, durations: pa.Chunked
 
 def compute_stats(dataset: ds.Dataset) -> RunStats:
     """Every aggregate the report shows."""
-    t = dataset.to_table(columns=list(STAT_COLUMNS))
+    have = set(dataset.schema.names)
+    t = dataset.to_table(columns=[*STAT_COLUMNS, *(c for c in QUALITY_COLUMNS if c in have)])
     s = RunStats(n_rows=t.num_rows)
     if not t.num_rows:
         return s
@@ -165,7 +174,26 @@ def compute_stats(dataset: ds.Dataset) -> RunStats:
     s.jobs = _counts(t["job_id"], "(none)")
     s.versions = _counts(t["earmark_version"], "(none)")
     s.errors = _error_table(dataset)
+    _quality(s, t, ok)
     return s
+
+
+def _quality(s: RunStats, t: pa.Table, ok: pa.ChunkedArray) -> None:
+    """Files per quality flag, and how much of the audio silero-vad found to be speech."""
+    if "flags" in t.column_names:
+        flag_counter: Counter[str] = Counter()
+        for flags in pc.filter(t["flags"], ok).to_pylist():
+            if flags:
+                s.n_flagged += 1
+                flag_counter.update(set(flags))
+        s.flags = dict(flag_counter.most_common())
+    if "speech_s" in t.column_names:
+        rows = pc.filter(t.select(["speech_s", "duration_s"]), ok).to_pylist()
+        measured = [r for r in rows if r["speech_s"] is not None and r["duration_s"]]
+        s.n_speech_measured = len(measured)
+        s.n_no_speech = sum(1 for r in measured if r["speech_s"] == 0)
+        s.total_speech_s = float(sum(r["speech_s"] for r in measured))
+        s.speech_audio_s = float(sum(r["duration_s"] for r in measured))
 
 
 def _error_table(dataset: ds.Dataset) -> list[dict[str, Any]]:

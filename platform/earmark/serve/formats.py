@@ -1,8 +1,11 @@
 """OpenAI transcription response formats from an output row: json, text, verbose_json, srt, vtt.
 
-Segments are the row's windows (earmark cuts long audio in pauses; a short clip is one segment).
-verbose_json carries the fields OpenAI's schema lists; earmark does not measure per-segment
-log-probabilities or no-speech probabilities, so those are 0.0, and `tokens` is empty.
+Segments are the row's segments (earmark cuts long audio in pauses; a short clip is one
+segment). verbose_json carries the fields OpenAI's schema lists with the row's measured values:
+`avg_logprob` (mean token log-probability), `no_speech_prob` (Whisper; null for other
+families), `words` per segment and for the whole text (Whisper word timings), and earmark's
+`flags`; `tokens` is empty (the row keeps no token ids). A segment the speech gate kept from the
+model has no text and is left out, as OpenAI leaves out silence.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ def _compression_ratio(text: str) -> float:
     return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
 
+def _words(s: dict[str, Any]) -> list[dict[str, Any]] | None:
+    if s.get("words") is None:
+        return None
+    return [{"word": w["word"], "start": w["start_s"], "end": w["end_s"]} for w in s["words"]]
+
+
 def to_verbose_json(row: dict[str, Any], language: str) -> dict[str, Any]:
     segments = [
         {
@@ -63,20 +72,27 @@ def to_verbose_json(row: dict[str, Any], language: str) -> dict[str, Any]:
             "text": s["transcript"],
             "tokens": [],
             "temperature": 0.0,
-            "avg_logprob": 0.0,
+            "avg_logprob": s.get("avg_logprob"),
             "compression_ratio": _compression_ratio(s["transcript"]),
-            "no_speech_prob": 0.0,
+            "no_speech_prob": s.get("no_speech_prob"),
+            "words": _words(s),
+            "flags": s.get("flags") or [],
         }
         for i, s in enumerate(segments_of(row))
     ]
-    return {
+    body: dict[str, Any] = {
         "task": "transcribe",
         "language": LANGUAGE_NAMES.get(language, language),
         "duration": row.get("duration_s") or 0.0,
         "text": row.get("transcript") or "",
         "segments": segments,
+        "flags": row.get("flags") or [],
+        "speech_s": row.get("speech_s"),
         "usage": usage(row),
     }
+    if segments and all(seg["words"] is not None for seg in segments):
+        body["words"] = [w for seg in segments for w in seg["words"]]
+    return body
 
 
 def usage(row: dict[str, Any]) -> dict[str, Any]:

@@ -285,7 +285,7 @@ class Ingress:
         if fmt == "json":
             return JSONResponse({"text": text, "usage": usage(row)}, headers=headers)
         if fmt == "verbose_json":
-            lang = language or ("en" if english_only else "unknown")
+            lang = language or row.get("language") or ("en" if english_only else "unknown")
             return JSONResponse(to_verbose_json(row, lang), headers=headers)
         body = {"text": text + "\n", "srt": to_srt(row), "vtt": to_vtt(row)}[fmt]
         media = "text/vtt" if fmt == "vtt" else "text/plain"
