@@ -42,7 +42,8 @@ def job(src: Path, out: Path, ckpt: str, **kw) -> JobSpec:
     return JobSpec(
         source=str(src),
         output=str(out),
-        model={"family": FAULTY, "checkpoint": ckpt, "batch_size": 4},
+        # tones hold no speech: min_speech_s 0 sends them to the model all the same
+        model={"family": FAULTY, "checkpoint": ckpt, "batch_size": 4, "min_speech_s": 0},
         resources={"files_per_batch": 4},
         **kw,
     )

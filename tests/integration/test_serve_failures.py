@@ -41,7 +41,12 @@ def faulty_server(ray_session, tmp_path_factory):
     ckpt = write_plan(root / "ckpt", after_marker=str(marker), mode="device_error")
     spec = ServeSpec.model_validate(
         {
-            "model": {"family": "earmark.testing.faulty.FaultyModel", "checkpoint": ckpt},
+            # a tone holds no speech: min_speech_s 0 sends it to the model all the same
+            "model": {
+                "family": "earmark.testing.faulty.FaultyModel",
+                "checkpoint": ckpt,
+                "min_speech_s": 0,
+            },
             "tasks": "asr",
             "resources": {"annotator_num_cpus": 0.5},
             "autoscaling": {"min_replicas": 1, "max_replicas": 1},

@@ -112,3 +112,14 @@ def test_temperature_fallback_is_deterministic(files, monkeypatch):
     assert model.stats.encoder_passes > 2 * len(ws)  # every window was decoded again alone
     samples = np.concatenate([w.features["audio"] for w in files["s01_fox.wav"]])
     assert len(samples) > 0
+
+
+@pytest.mark.slow
+def test_copies_of_a_window_in_one_batch_each_keep_their_text(files):
+    """Word alignment moves a segment's start to its first word, which may lie before its
+    clip: segments are given back to their window by the clip they were decoded in."""
+    model = WhisperModel(pack_windows=False)
+    ws = (files["s01_fox.wav"] + files["s10_meeting.mp3"]) * 4
+    texts = [o["asr"].text for o in model.annotate(ws, ASR)]
+    assert len(set(texts[0::2])) == 1 and len(set(texts[1::2])) == 1, texts
+    assert all(texts)

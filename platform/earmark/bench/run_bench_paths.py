@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from earmark.bench.common import TreeMonitor
+from earmark.models.result import as_task_text
 
 
 class NaiveAnnotator:
@@ -35,7 +36,9 @@ class NaiveAnnotator:
             texts = self.model.annotate(windows, self.tasks)  # once per file
             out["path"].append(str(path))
             out["duration_s"].append(audio.duration_s)
-            out["text"].append(" ".join(t.get(self.tasks[0].name, "") for t in texts))
+            out["text"].append(
+                " ".join(as_task_text(t.get(self.tasks[0].name)).text for t in texts)
+            )
         return out
 
 

@@ -167,6 +167,22 @@ def bench_run_cmd(
     bench_run(minutes, workdir, scale_check)
 
 
+@bench_app.command("quality")
+def bench_quality_cmd(
+    clips: Annotated[int, typer.Option(min=1, help="Non-speech clips (1-60 s, 12 kinds)")] = 240,
+    speech_files: Annotated[
+        int, typer.Option(min=1, help="Long speech files of 8 demo sentences each")
+    ] = 6,
+    workdir: Annotated[str | None, typer.Option(help="Where to put the corpora")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here")] = None,
+) -> None:
+    """Whisper tiny.en with and without the speech gate: non-speech files given text, speech
+    WER, word-timing checks, ASR model time on a half-speech corpus."""
+    from earmark.bench.quality_bench import bench_quality
+
+    bench_quality(clips, speech_files, workdir, json_out)
+
+
 @bench_app.command("scale")
 def bench_scale_cmd(
     sizes: Annotated[

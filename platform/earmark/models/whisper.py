@@ -51,6 +51,7 @@ from earmark.models.whisper_result import (
 DEFAULT_BEAM_SIZE = 1  # greedy: same WER as beam 5 on the demo speech, ≈2× faster (see report)
 DEFAULT_BATCH_SIZE = 16  # windows per encoder/decoder call in the batched pipeline
 MEL_HOP_SAMPLES = 160  # Whisper log-mel hop: 10 ms at 16 kHz
+FRAMES_PER_S = 100  # Whisper's mel frames per second (faster-whisper's `frames_per_second`)
 CLIP_GAP_SAMPLES = 160  # 10 ms of silence between joined windows: clip starts stay ≥ 10 ms apart
 
 BatchMode = Literal["batched", "sequential"]
@@ -274,10 +275,17 @@ class WhisperModel(AudioModel):
             **self._decode_options(),
         )
         parts: list[list[Any]] = [[] for _ in audios]
+        # a segment's `seek` is its clip's start frame, computed by faster-whisper exactly as
+        # here (sample offset / rate * 100 frames/s, truncated); clip starts are ≥ 2 frames
+        # apart, so it names the clip. Its start time does not: word alignment moves a
+        # segment's start to its first word, which may lie before the clip
+        by_seek = {int(o / SAMPLE_RATE * FRAMES_PER_S): i for i, o in enumerate(offsets)}
         tolerance_s = CLIP_GAP_SAMPLES / SAMPLE_RATE / 2  # starts are rounded to 1 ms
         for seg in segments:
-            i = bisect.bisect_right(starts_s, seg.start + tolerance_s) - 1
-            parts[max(i, 0)].append(seg)
+            i = by_seek.get(seg.seek)
+            if i is None:
+                i = max(0, bisect.bisect_right(starts_s, seg.start + tolerance_s) - 1)
+            parts[i].append(seg)
         return [
             window_text(p, o / SAMPLE_RATE, n / SAMPLE_RATE, self.word_timestamps)
             for p, o, n in zip(parts, offsets, lengths, strict=True)
