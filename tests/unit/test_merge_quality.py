@@ -94,3 +94,26 @@ def test_unmeasured_speech_stays_null():
     row = merge_windows([win(0, 0.0, 1.0, None)], [{"asr": "hi"}], [ASR], "eureka")
     assert row.get("speech_s") is None
     assert row["segments"][0]["speech_fraction"] is None
+
+
+def test_words_are_kept_inside_the_speech_they_overlap():
+    from earmark.annotate.merge import snap_to_speech
+
+    speech = ((1.0, 3.0), (4.0, 6.0))
+    words = [(0.6, 1.4), (1.5, 2.0), (2.5, 3.9), (4.2, 4.4), (7.0, 7.5)]
+    assert snap_to_speech(words, speech) == [
+        (1.0, 1.4),  # began in the silence before the speech
+        (1.5, 2.0),
+        (2.5, 3.0),  # a last word stretched into the pause
+        (4.2, 4.4),
+        (7.0, 7.5),  # touches no speech: left alone
+    ]
+    assert snap_to_speech(words, None) == words
+    ws = [Window("f", 0, 10.0, 20.0, 160_000, {}, speech_s=4.0, speech=speech)]
+    out = TaskText("a b c", words=(Word("a", 0.6, 1.4), Word("b", 2.5, 3.9), Word("c", 4.2, 4.4)))
+    segment = merge_windows(ws, [{"asr": out}], [ASR], "whisper")["segments"][0]
+    assert [(x["start_s"], x["end_s"]) for x in segment["words"]] == [
+        (11.0, 11.4),
+        (12.5, 13.0),
+        (14.2, 14.4),
+    ]

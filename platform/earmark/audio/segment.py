@@ -202,6 +202,17 @@ def speech_in(regions: Sequence[tuple[int, int]], start: int, end: int) -> int:
     return sum(max(0, min(e, end) - max(s, start)) for s, e in regions)
 
 
+def regions_in(
+    regions: Sequence[tuple[int, int]], start: int, end: int
+) -> tuple[tuple[float, float], ...]:
+    """Speech regions inside [start, end), in seconds from `start`."""
+    return tuple(
+        ((max(s, start) - start) / SAMPLE_RATE, (min(e, end) - start) / SAMPLE_RATE)
+        for s, e in regions
+        if s < end and e > start
+    )
+
+
 def make_windows(
     audio_id: str,
     samples: np.ndarray,
@@ -231,6 +242,7 @@ def make_windows(
                 num_samples=e - s,
                 features=model_cls.prepare(chunk),
                 speech_s=None if regions is None else speech_in(regions, s, e) / SAMPLE_RATE,
+                speech=None if regions is None else regions_in(regions, s, e),
             )
         )
     return windows

@@ -26,6 +26,8 @@ class Window:
     features: dict[str, np.ndarray] = field(default_factory=dict)
     # seconds of speech silero-vad found in the window; None when it was not measured
     speech_s: float | None = None
+    # the speech regions themselves [(start_s, end_s)], seconds from the window start
+    speech: tuple[tuple[float, float], ...] | None = None
 
     @property
     def duration_s(self) -> float:

@@ -73,7 +73,7 @@ def _wer(refs: list[str], hyps: list[str]) -> float:
 
 def _timing_checks(rows: list[dict], layouts: list[dict]) -> dict[str, Any]:
     """Word-time checks over the long speech files."""
-    ordered = inside = words = 0
+    ordered = inside = words = missed = 0
     errors: list[float] = []
     for row, layout in zip(rows, layouts, strict=True):
         all_words = []
@@ -91,10 +91,11 @@ def _timing_checks(rows: list[dict], layouts: list[dict]) -> dict[str, Any]:
             if mine:
                 errors += [abs(mine[0]["start_s"] - start), abs(mine[-1]["end_s"] - end)]
             else:
-                errors += [float("inf")] * 2
+                missed += 1
     segments = sum(len(r["segments"]) for r in rows)
     errs = np.array(errors)
     return {
+        "sentences_without_words": missed,
         "words": words,
         "segments": segments,
         "segments_ordered": ordered,
@@ -196,7 +197,8 @@ def _print(r: dict) -> None:
     t = r["timings"]
     say(f"word timings: {t['words']} words in {t['segments']} segments; ordered "
         f"{t['segments_ordered']}/{t['segments']}, inside {t['segments_inside']}/{t['segments']}; "
-        f"sentence edges within 0.3 s {t['boundaries_within_0_3_s']}/{t['boundaries']} "
+        f"sentence edges within 0.3 s {t['boundaries_within_0_3_s']}/{t['boundaries']}, "
+        f"{t['sentences_without_words']} sentences without words "
         f"(median {t['boundary_error_median_s']:.2f} s, "
         f"max {t['boundary_error_max_s']:.2f} s)")  # fmt: skip
     m = r["mixed"]

@@ -35,7 +35,7 @@ ROOM_DBFS = -55.0  # room tone level, dBFS
 HUM_HZ = (50.0, 60.0)  # mains hum
 NOTE_S = (0.25, 0.8)  # music: note lengths, s
 SPEECH_GAP_S = (0.6, 2.5)  # s of silence between sentences in the long speech files
-DEMO_LEAD_S, DEMO_TAIL_S = 0.15, 0.25  # s of silence the demo clips were padded with (README)
+ONSET_LEVEL = 1e-3  # |sample| above this (-60 dBFS) is sound: the demo clips are clean TTS
 
 
 def _coloured(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
@@ -140,8 +140,8 @@ def speech_files(
     clips: list[np.ndarray], texts: list[str], files: int, per_file: int, seed: int = 0
 ) -> list[dict]:
     """Long speech files: `per_file` demo sentences each, with silences between them. Each
-    has its samples, its text, and every sentence's known start/end (the demo clips' padding
-    removed), in seconds."""
+    has its samples, its text, and every sentence's known start/end in seconds (the first and
+    last sample of its clip above ONSET_LEVEL: the clips are TTS in digital silence)."""
     rng = np.random.default_rng(seed)
     out = []
     for f in range(files):
@@ -151,9 +151,10 @@ def speech_files(
             gap = np.zeros(int(rng.uniform(*SPEECH_GAP_S) * SR), np.float32)
             parts += [gap, clips[j]]
             t += len(gap) / SR
-            d = len(clips[j]) / SR
-            sentences.append((t + DEMO_LEAD_S, t + d - DEMO_TAIL_S, texts[j]))
-            t += d
+            loud = np.flatnonzero(np.abs(clips[j]) > ONSET_LEVEL)
+            first, last = (loud[0], loud[-1] + 1) if len(loud) else (0, len(clips[j]))
+            sentences.append((t + first / SR, t + last / SR, texts[j]))
+            t += len(clips[j]) / SR
         samples = np.concatenate(parts)
         out.append(
             {"samples": samples, "text": " ".join(s[2] for s in sentences), "sentences": sentences}

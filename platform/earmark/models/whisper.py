@@ -38,7 +38,7 @@ from earmark.models.whisper_checkpoint import (
     resolve_checkpoint,
 )
 from earmark.models.whisper_pack import plan_packs
-from earmark.models.whisper_packed import MAX_DECODE_TOKENS, decode_packs
+from earmark.models.whisper_packed import MAX_DECODE_TOKENS, align_window, decode_packs
 from earmark.models.whisper_result import (
     FALLBACK_SEED,
     FALLBACK_TEMPERATURES,
@@ -229,7 +229,7 @@ class WhisperModel(AudioModel):
             task="transcribe",
             beam_size=self.beam_size,
             temperature=0.0,  # the batched pass is greedy; failing windows fall back alone
-            without_timestamps=not self.word_timestamps,
+            without_timestamps=True,  # timestamp mode ends early in batches (drops sentences)
             word_timestamps=self.word_timestamps,
             vad_filter=False,  # earmark cut the windows in pauses already
             max_new_tokens=min(self.max_new_tokens, MAX_DECODE_TOKENS),
@@ -239,16 +239,23 @@ class WhisperModel(AudioModel):
 
     def _transcribe_one(self, audio: np.ndarray) -> TaskText:
         """One window alone through faster-whisper's sequential decoder, which applies the
-        temperature fallback and the no-speech rule itself; the sampler is seeded first."""
+        temperature fallback and the no-speech rule itself (the sampler is seeded first); its
+        words are aligned after, as the batched pipeline aligns them."""
         import ctranslate2
 
         if len(audio) < MEL_HOP_SAMPLES:
             return TaskText("")
         ctranslate2.set_random_seed(FALLBACK_SEED)
-        options = {**self._decode_options(), "temperature": list(FALLBACK_TEMPERATURES)}
+        options = {
+            **self._decode_options(),
+            "temperature": list(FALLBACK_TEMPERATURES),
+            "word_timestamps": False,  # aligned below: see align_window
+        }
         segments, _ = self.model.transcribe(audio, condition_on_previous_text=False, **options)
         segments = list(segments)
         temperature = max((s.temperature for s in segments), default=0.0)
+        if self.word_timestamps:
+            segments = align_window(self, audio, segments)
         return window_text(
             segments, 0.0, len(audio) / SAMPLE_RATE, self.word_timestamps, temperature
         )

@@ -128,6 +128,36 @@ def _pack_words(
     return [[[FWWord(**w) for w in seg.get("words", [])] for seg in segs] for segs in batch]
 
 
+def align_window(self: Any, audio: np.ndarray, segments: list[Any]) -> list[Any]:
+    """faster-whisper segments of one window decoded alone, with their words aligned by one
+    more encoder pass (the sequential decoder, asked for words, seeks to the last word's end
+    and decodes the silence after it into ". . ."; so it decodes without, and words come here).
+    """
+    from faster_whisper.audio import pad_or_trim
+
+    eot = self.tokenizer.eot
+    pieces = [
+        PackSegment(s.start, s.end, s.text, tuple(t for t in s.tokens if t < eot)) for s in segments
+    ]
+    if not any(p.tokens for p in pieces):
+        return segments
+    feats = pad_or_trim(self.model.feature_extractor(audio)[..., :-1])
+    encoded = self.model.encode(feats[None])
+    words = _pack_words(self, [(pieces, None)], encoded, [len(audio) / SAMPLE_RATE])[0]
+    return [
+        SimpleNamespace(
+            start=s.start,
+            end=s.end,
+            text=s.text,
+            tokens=s.tokens,
+            avg_logprob=s.avg_logprob,
+            no_speech_prob=s.no_speech_prob,
+            words=w,
+        )
+        for s, w in zip(segments, words, strict=True)
+    ]
+
+
 class _Piece:
     """A packed segment in the shape `window_text` reads (faster-whisper's Segment fields)."""
 
