@@ -135,6 +135,13 @@ def test_openai_client_transcribes_and_formats(server):
     assert verbose.text == results["json"].text
     assert verbose.language == "english" and abs(verbose.duration - 4.72) < 0.01
     assert len(verbose.segments) == 1 and verbose.segments[0].end == pytest.approx(4.72)
+    # measured, not placeholders: the decoder's confidence and Whisper's word timings
+    seg = verbose.segments[0]
+    assert -1.0 < seg.avg_logprob < 0.0 and 0.0 <= seg.no_speech_prob < 0.6
+    words = verbose.words
+    assert [w.word for w in words] == results["json"].text.split()
+    times = [t for w in words for t in (w.start, w.end)]
+    assert times == sorted(times) and 0.0 <= times[0] and times[-1] <= 4.72
     srt = results["srt"]
     assert re.match(r"1\n00:00:00,000 --> 00:00:04,720\n\S.*\n", srt), srt
     vtt = results["vtt"]
@@ -155,7 +162,8 @@ def test_annotate_row_equals_batch_row(server, s3_server):
     same = [
         "status", "transcript", "segments", "duration_s", "source_sample_rate",
         "source_channels", "codec", "container", "num_windows", "model", "model_revision",
-        "caption", "tags", "answers", "error", "earmark_version",
+        "caption", "tags", "answers", "error", "earmark_version", "speech_s", "language",
+        "flags",
     ]  # fmt: skip
     for name, want in zip(files, batch, strict=True):
         r = post_file(server, name)

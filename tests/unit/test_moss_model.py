@@ -235,3 +235,18 @@ def test_registry_loads_the_moss_family(ckpt: Path) -> None:
     assert audio_token_count(w.features["mel"].shape[1]) == 375
     out = m.annotate([w], [TaskRequest(name="caption")])
     assert isinstance(out[0]["caption"].text, str)
+
+
+def test_timed_asr_lines_become_spans(model: MossModel, monkeypatch) -> None:
+    """An ASR answer written as "[start - end] text" lines (what MOSS's timestamped ASR gives)
+    becomes timed spans; any other text stays one untimed piece."""
+    tok = model.tokenizer
+    timed = tok.encode("[0.00 - 1.50] first words\n[1.50 - 2.40] second words")
+    plain = tok.encode("first words second words")
+    rows = [[(timed, [-0.5] * (len(timed) + 1), True)], [(plain, [-0.1] * len(plain), False)]]
+    monkeypatch.setattr(model, "annotate_rows", lambda windows, tasks: rows)
+    first, second = model.annotate([_window(0, 2.5), _window(1, 2.5)], TASKS[:1])
+    asr = first["asr"]
+    assert asr.spans == ((0.0, 1.5, "first words"), (1.5, 2.4, "second words"))
+    assert asr.text == "first words second words" and asr.avg_logprob == pytest.approx(-0.5)
+    assert second["asr"].spans is None and second["asr"].truncated

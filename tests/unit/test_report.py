@@ -205,3 +205,39 @@ def test_helpers() -> None:
     assert log and sum(counts) == 5
     assert browser_audio_src("http://h/x.wav") == ("http://h/x.wav", "")
     assert browser_audio_src("gs://b/x.wav")[0] is None
+
+
+def test_flags_and_speech_are_counted_and_shown(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    base = {"status": "ok", "duration_s": 10.0, "transcript": "x"}
+    rows = [
+        {**base, "audio_id": "a", "uri": "/a.wav", "speech_s": 0.0, "flags": ["no_speech"]},
+        {**base, "audio_id": "b", "uri": "/b.wav", "speech_s": 6.0, "flags": ["filler"]},
+        {**base, "audio_id": "c", "uri": "/c.wav", "speech_s": 9.0, "flags": []},
+        {
+            **base,
+            "audio_id": "d",
+            "uri": "/d.wav",
+            "speech_s": 5.0,
+            "flags": ["filler", "low_confidence"],
+        },
+    ]
+    pq.write_table(rows_to_table(rows), out / "p.parquet")
+    s = compute_stats(open_output(str(out)))
+    assert s.flags == {"filler": 2, "no_speech": 1, "low_confidence": 1} and s.n_flagged == 3
+    assert (s.n_speech_measured, s.n_no_speech, s.total_speech_s) == (4, 1, 20.0)
+    text = render_report(str(out), tmp_path / "r.html").read_text()
+    assert 'id="plot-flags"' in text and "3 of 4 ok files flagged" in text
+    assert "50%" in text and "of the audio is speech" in text  # 20 s of 40 s
+    assert "speech 60% · flags: filler" in text  # a sample row shows its own
+
+
+def test_an_output_written_before_flags_existed_still_reports(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    old = rows_to_table([{"audio_id": "a", "uri": "/a.wav", "status": "ok", "duration_s": 1.0}])
+    pq.write_table(old.drop_columns(["flags", "speech_s", "language"]), out / "p.parquet")
+    s = compute_stats(open_output(str(out)))
+    assert s.flags == {} and s.n_speech_measured == 0
+    assert "no file flagged" in render_report(str(out), tmp_path / "r.html").read_text()

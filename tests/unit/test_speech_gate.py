@@ -123,3 +123,27 @@ def test_copies_of_a_window_in_one_batch_each_keep_their_text(files):
     texts = [o["asr"].text for o in model.annotate(ws, ASR)]
     assert len(set(texts[0::2])) == 1 and len(set(texts[1::2])) == 1, texts
     assert all(texts)
+
+
+@pytest.mark.slow
+def test_earmark_annotate_shows_the_gate_and_the_flags(demo_dir):
+    import json
+
+    from typer.testing import CliRunner
+
+    from earmark.cli.main import app
+
+    files = [str(demo_dir / "n01_sweep.flac"), str(demo_dir / "s01_fox.wav")]
+    r = CliRunner().invoke(app, ["annotate", *files, "--model", "whisper:tiny.en", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    sweep, fox = rows
+    assert (sweep["transcript"], sweep["speech_s"], sweep["flags"]) == ("", 0.0, ["no_speech"])
+    assert fox["transcript"] and fox["flags"] == [] and fox["speech_s"] > 2.0
+    # --min-speech-s 0 sends the sweep to the model; what comes back is its own rules' doing
+    r = CliRunner().invoke(
+        app, ["annotate", files[0], "--model", "whisper:tiny.en", "--json", "--min-speech-s", "0"]
+    )
+    assert r.exit_code == 0, r.output
+    (row,) = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert "no_speech" not in row["flags"] or row["segments"][0]["no_speech_prob"] > 0.6

@@ -19,9 +19,7 @@ run two model calls at once on one device or thread pool.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +35,8 @@ from earmark.annotate.failures import (
     describe,
     release_memory,
 )
+from earmark.annotate.failures import actor_id as _actor_id
+from earmark.annotate.failures import exit_for_restart as _exit_for_restart
 from earmark.annotate.merge import bucket_windows, merge_windows, padding_of
 from earmark.audio.windows import Window
 from earmark.contracts import ErrorKind, ErrorStage, ModelSpec, TaskRequest
@@ -48,7 +48,6 @@ from earmark.storage import Location, LocationLike
 log = logging.getLogger(__name__)
 # the asr output of a window the speech gate kept from the model
 NO_SPEECH = TaskText(text="", flags=("no_speech",))
-FATAL_EXIT_CODE = 70  # an Annotator process that exits on a fatal failure (EX_SOFTWARE)
 
 
 @dataclass
@@ -293,23 +292,3 @@ class Annotator:
     def model_fields(self) -> dict[str, Any]:
         """The row fields that name what annotated it."""
         return {"model": self.model.name, "model_revision": self.spec.revision}
-
-
-def _actor_id() -> str:
-    """This Ray actor's id (the same across its restarts); the pid outside Ray. Never starts
-    Ray: `ray.get_runtime_context()` would, in a process that has not."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        actor = ray.get_runtime_context().get_actor_id()
-        if actor:
-            return actor
-    return f"pid-{os.getpid()}"
-
-
-def _exit_for_restart(error: str) -> None:
-    """End this process so Ray restarts the actor on a fresh device context and retries the
-    batch: after a device error (illegal access, lost GPU) the process's CUDA state is not
-    usable again, and no error row may be written for files that were not at fault."""
-    print(f"earmark Annotator: fatal model failure, restarting: {error}", file=sys.stderr)
-    sys.stderr.flush()
-    os._exit(FATAL_EXIT_CODE)

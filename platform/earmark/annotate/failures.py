@@ -28,6 +28,8 @@ and never ended) and counts it as a fatal failure with that cause.
 from __future__ import annotations
 
 import enum
+import os
+import sys
 from dataclasses import dataclass, field
 
 from earmark.contracts import FailureSpec
@@ -189,3 +191,26 @@ class AttemptLedger:
             "annotator_restarts": sum(n - 1 for n in self.starts.values()),
             "stopped": self.stopped,
         }
+
+
+FATAL_EXIT_CODE = 70  # an Annotator process that exits on a fatal failure (EX_SOFTWARE)
+
+
+def actor_id() -> str:
+    """This Ray actor's id (the same across its restarts); the pid outside Ray. Never starts
+    Ray: `ray.get_runtime_context()` would, in a process that has not."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        actor = ray.get_runtime_context().get_actor_id()
+        if actor:
+            return actor
+    return f"pid-{os.getpid()}"
+
+
+def exit_for_restart(error: str) -> None:
+    """End this process so Ray restarts the actor on a fresh device context and retries the
+    batch: after a device error (illegal access, lost GPU) the process's CUDA state is not
+    usable again, and no error row may be written for files that were not at fault."""
+    print(f"earmark Annotator: fatal model failure, restarting: {error}", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(FATAL_EXIT_CODE)
