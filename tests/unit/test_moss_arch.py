@@ -270,3 +270,62 @@ def test_decode_step_mask_equals_the_transformers_mask(tiny: MossAudioModel) -> 
     )
     assert tiny.language_model.config._attn_implementation == "sdpa"
     assert torch.equal(tiny.decode_step_mask(mask)["full_attention"], ref)
+
+
+def _reference_chunked(enc, mel: torch.Tensor) -> torch.Tensor:
+    """The upstream encoder's chunked pass, written out for one clip [128, T]: chunks of
+    2 × n_window frames, each zero-padded to the clip's longest chunk, the three convs run over
+    the padding, positions from 0 and attention over the chunk's real tokens, chunks' tokens
+    concatenated (OpenMOSS/MOSS-Audio d7a7519 "Add chunk infer"; vLLM's moss_audio.py)."""
+    import torch.nn.functional as F
+
+    size = 2 * enc.cfg.n_window
+    chunks = list(mel.split(size, dim=1))
+    width = max(c.shape[1] for c in chunks)
+    outs = []
+    for c in chunks:
+        x = F.pad(c, (0, width - c.shape[1]))[None, None]
+        for conv in (enc.conv1, enc.conv2, enc.conv3):
+            x = F.gelu(conv(x))
+        n = downsampled_length(c.shape[1])
+        x = enc.stem_proj(x.permute(0, 3, 1, 2).flatten(2))[:, :n]
+        x = x + enc.positions(n, x.device)
+        keep = torch.ones(1, 1, 1, n, dtype=torch.bool)
+        for layer in enc.layers:
+            x = layer(x, keep)
+        outs.append(enc.out_proj(enc.layer_norm(x))[0])
+    return torch.cat(outs)
+
+
+def test_the_encoder_attends_within_4_s_chunks_as_upstream_and_stays_batch_invariant():
+    from earmark.models.moss_config import MossAudioEncoderConfig
+    from earmark.models.moss_encoder import MossAudioEncoder
+
+    torch.manual_seed(0)
+    cfg = MossAudioEncoderConfig(
+        d_model=64, output_dim=48, encoder_layers=2, encoder_attention_heads=4,
+        encoder_ffn_dim=96, downsample_hidden_size=16, deepstack_encoder_layer_indexes=[0],
+    )  # fmt: skip
+    assert cfg.n_window == 200  # the release's value: 400 mel frames, 4 s
+    enc = MossAudioEncoder(cfg).eval()
+    frames = [300, 400, 450, 600, 1000, 3000]  # 3 s to 30 s: one chunk, exactly one, several
+    mels = [torch.randn(128, f) for f in frames]
+    batch = torch.zeros(len(frames), 128, max(frames))
+    for i, m in enumerate(mels):
+        batch[i, :, : m.shape[1]] = m
+    with torch.no_grad():
+        out, deep, lens = enc(batch, torch.tensor(frames))
+        for i, m in enumerate(mels):
+            n = downsampled_length(frames[i])
+            assert int(lens[i]) == n  # chunking keeps 12.5 tokens/s
+            want = _reference_chunked(enc, m)
+            torch.testing.assert_close(out[i, :n], want, atol=2e-5, rtol=1e-4)
+            alone, _, _ = enc(m[None], torch.tensor([frames[i]]))
+            torch.testing.assert_close(
+                alone[0, :n], out[i, :n], atol=1e-5, rtol=1e-5
+            )  # batched == alone
+        # beyond 4 s, attending over the whole window is a different encoder
+        cfg.n_window = None
+        whole, _, _ = enc(batch, torch.tensor(frames))
+    assert torch.allclose(whole[0, :38], out[0, :38], atol=1e-5)  # one chunk: the same
+    assert not torch.allclose(whole[3, :75], out[3, :75], atol=1e-2)  # 6 s: not

@@ -30,7 +30,8 @@ def downsampled_length(mel_frames: int) -> int:
 
 
 class MossAudioEncoderConfig(PretrainedConfig):
-    """`audio_config` of the release (unknown keys such as `n_window` are kept, and ignored)."""
+    """`audio_config` of the release. `n_window` (200 in the release): the encoder attends
+    within chunks of 2 × n_window mel frames (4 s); None attends over the whole window."""
 
     model_type = "moss_audio_encoder"
 
@@ -48,8 +49,10 @@ class MossAudioEncoderConfig(PretrainedConfig):
         layer_norm_eps: float = 1e-5,
         activation_function: str = "gelu",
         deepstack_encoder_layer_indexes: Sequence[int] | None = (8, 16, 24),
+        n_window: int | None = 200,
         **kwargs: Any,
     ) -> None:
+        self.n_window = n_window
         self.d_model = d_model
         self.output_dim = output_dim
         self.num_mel_bins = num_mel_bins

@@ -111,23 +111,81 @@ class MossAudioEncoder(nn.Module):
     def forward(
         self, mel: torch.Tensor, mel_lens: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Encode each clip in chunks of `2 * n_window` mel frames (4 s in the release), as
+        the upstream encoder does since its "chunk infer" change and as vLLM does: each chunk
+        runs the conv stem and the layers alone (positions from 0, attention inside the chunk)
+        and the clip's tokens are its chunks' tokens in order. Without `n_window`, one pass
+        over the whole clip."""
+        n_window = getattr(self.cfg, "n_window", None)
+        if not n_window:
+            return self.encode_rows(mel, mel_lens, mel_lens)
+        return self._encode_chunked(mel, mel_lens, 2 * int(n_window))
+
+    def _encode_chunked(
+        self, mel: torch.Tensor, mel_lens: torch.Tensor, chunk: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        rows, conv_lens, real_lens, owner = [], [], [], []
+        for b, n in enumerate(int(x) for x in mel_lens.tolist()):
+            k = max(1, -(-n // chunk))
+            for c in range(k):
+                a, e = c * chunk, min(n, (c + 1) * chunk)
+                rows.append(mel[b, :, a:e])
+                real_lens.append(e - a)
+                # the reference pads a clip's chunks to its longest one (a full chunk when it
+                # has several) and runs the convs over the padding: the tail chunk of a long
+                # clip sees that padding; a clip of one chunk has none
+                conv_lens.append(chunk if k > 1 else e - a)
+                owner.append(b)
+        width = max(conv_lens)
+        x = mel.new_zeros((len(rows), mel.shape[1], width))
+        for i, r in enumerate(rows):
+            x[i, :, : r.shape[1]] = r
+        dev = mel.device
+        final, deep, tokens = self.encode_rows(
+            x, torch.tensor(conv_lens, device=dev), torch.tensor(real_lens, device=dev)
+        )
+        counts = [0] * mel.shape[0]
+        for i, b in enumerate(owner):
+            counts[b] += int(tokens[i])
+        n_max = max(counts)
+
+        def assemble(h: torch.Tensor) -> torch.Tensor:
+            out = h.new_zeros((mel.shape[0], n_max, h.shape[-1]))
+            filled = [0] * mel.shape[0]
+            for i, b in enumerate(owner):
+                t = int(tokens[i])
+                out[b, filled[b] : filled[b] + t] = h[i, :t]
+                filled[b] += t
+            return out
+
+        lens = torch.tensor(counts, device=dev, dtype=mel_lens.dtype)
+        return assemble(final), [assemble(d) for d in deep], lens
+
+    def encode_rows(
+        self, mel: torch.Tensor, conv_lens: torch.Tensor, real_lens: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """One pass over rows of log-mel: the convs see each row's first `conv_lens` frames
+        (zeros after, as a run of that row alone), attention its real tokens only."""
         x = mel.unsqueeze(1)  # [B,1,F,T]
-        lens = mel_lens.to(x.device)
+        lens = conv_lens.to(x.device)
         for conv in (self.conv1, self.conv2, self.conv3):
             x = F.gelu(conv(x))
             lens = (lens - 1) // CONV_STRIDE + 1
-            # Zero every frame past a sample's own length so the next conv sees the zeros its
+            # Zero every frame past a row's own length so the next conv sees the zeros its
             # padding would give in a B=1 run: this keeps a batched clip equal to the clip alone.
             real = torch.arange(x.shape[-1], device=x.device)[None, :] < lens[:, None]
             x = x * real[:, None, None, :].to(x.dtype)
+        tokens = torch.tensor(
+            [downsampled_length(int(n)) for n in real_lens.tolist()], device=x.device
+        )
         x = x.permute(0, 3, 1, 2).flatten(2)  # [B,T,C*F], channel-major as the checkpoint expects
         x = self.stem_proj(x)
         x = x + self.positions(x.shape[1], x.device).to(x.dtype)
-        keep = (torch.arange(x.shape[1], device=x.device)[None, :] < lens[:, None])[:, None, None]
+        keep = (torch.arange(x.shape[1], device=x.device)[None, :] < tokens[:, None])[:, None, None]
         wanted = set(self.cfg.deepstack_encoder_layer_indexes)
         deep: list[torch.Tensor] = []
         for i, layer in enumerate(self.layers):
             x = layer(x, keep)
             if i in wanted:
                 deep.append(x)
-        return self.out_proj(self.layer_norm(x)), deep, lens
+        return self.out_proj(self.layer_norm(x)), deep, tokens
