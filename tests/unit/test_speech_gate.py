@@ -11,6 +11,7 @@ import pytest
 from earmark.annotate.annotator import Annotator
 from earmark.audio.decode import decode_audio
 from earmark.audio.segment import make_windows
+from earmark.audio.windows import Window
 from earmark.contracts import ModelSpec, TaskRequest
 from earmark.models.whisper import WhisperModel
 
@@ -147,3 +148,32 @@ def test_earmark_annotate_shows_the_gate_and_the_flags(demo_dir):
     assert r.exit_code == 0, r.output
     (row,) = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert "no_speech" not in row["flags"] or row["segments"][0]["no_speech_prob"] > 0.6
+
+
+@pytest.mark.slow
+def test_a_multilingual_checkpoint_names_the_language_of_the_windows_with_speech(
+    files, monkeypatch
+):
+    """No multilingual checkpoint can be had offline: tiny.en decodes, and faster-whisper's
+    detect_language is the stand-in (asked once per window with text, its answer kept)."""
+    from earmark.annotate.merge import merge_windows
+
+    model = WhisperModel(pack_windows=False)
+    model.multilingual, model.pack_windows = True, False
+    asked = []
+
+    def detect(audio):
+        asked.append(len(audio))
+        return ("de", 0.9, [("de", 0.9)])
+
+    monkeypatch.setattr(model.model, "detect_language", lambda audio=None, **kw: detect(audio))
+    ws = files["s01_fox.wav"] + files["s10_meeting.mp3"]
+    outs = model.annotate(ws + [Window("q", 0, 0.0, 1.0, 16_000, WhisperModel.prepare(
+        np.zeros(16_000, np.float32)))], ASR)  # fmt: skip
+    # asked once per window with text; silence has no text to judge, and no language
+    assert [o["asr"].language for o in outs] == ["de", "de", None]
+    assert asked == [w.num_samples for w in ws]
+    outs = outs[:2]
+    row = merge_windows(ws, outs, ASR, "whisper")
+    assert row["language"] == "de"
+    assert merge_windows(ws, outs, ASR, "whisper", language="en")["language"] == "en"
