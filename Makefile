@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install system-deps demo test lint bench clean
+.PHONY: install system-deps demo test lint bench clean vllm-env
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/earmark run --spec jobs/demo.yaml
 	$(BIN)/python -c "import duckdb; print(duckdb.sql(\"select uri, status, round(duration_s,2) as dur, transcript from read_parquet('out/demo/*.parquet') order by uri\"))"
+
+# vLLM's own environment (its own torch build, never in .venv); issue #17, work in progress
+vllm-env:
+	@bash scripts/vllm_env.sh .venv-vllm
 
 # System tools the tests need (Chromium); installs them when it can, else says how.
 system-deps:
