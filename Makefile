@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/earmark run --spec jobs/demo.yaml
 	$(BIN)/python -c "import duckdb; print(duckdb.sql(\"select uri, status, round(duration_s,2) as dur, transcript from read_parquet('out/demo/*.parquet') order by uri\"))"
 
-# vLLM's own environment (its own torch build, never in .venv); issue #17, work in progress
+# vLLM's own environment (its own torch build, never in .venv): the MOSS parity test runs it
 vllm-env:
 	@bash scripts/vllm_env.sh .venv-vllm
 
@@ -30,7 +30,7 @@ vllm-env:
 system-deps:
 	@bash scripts/system_deps.sh
 
-test: install system-deps
+test: install system-deps vllm-env
 	$(BIN)/python -m pytest -x -q tests
 
 # every module's fast tests, no servers and no Ray (under 3 minutes on 2 cores)

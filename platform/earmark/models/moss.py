@@ -240,12 +240,19 @@ class MossModel(AudioModel):
         span = audio_placeholder_ids(n_audio_tokens, self.ids["audio"], digits)
         return halves[0] + [self.ids["audio_start"], *span, self.ids["audio_end"]] + halves[1]
 
-    def _prompt_halves(self, task: TaskRequest) -> tuple[list[int], list[int]]:
-        """Token ids before and after the audio span, in the reference chat layout."""
+    @staticmethod
+    def chat_halves(task: TaskRequest) -> tuple[str, str]:
+        """The chat text before and after the audio span, in the reference layout (the same
+        text vLLM's MOSS takes around its `<|audio_bos|><|AUDIO|><|audio_eos|>` placeholder)."""
         p = prompt_for("moss", task)
         head = f"<|im_start|>system\n{p.system}<|im_end|>\n" if p.system else ""
         head += "<|im_start|>user\n"
         tail = (f"\n{p.user}" if p.user else "") + "<|im_end|>\n<|im_start|>assistant\n"
+        return head, tail
+
+    def _prompt_halves(self, task: TaskRequest) -> tuple[list[int], list[int]]:
+        """Token ids before and after the audio span, in the reference chat layout."""
+        head, tail = self.chat_halves(task)
         enc = self.tokenizer
         return enc.encode(head, add_special_tokens=False), enc.encode(
             tail, add_special_tokens=False

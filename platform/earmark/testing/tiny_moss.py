@@ -98,26 +98,91 @@ def tiny_config(tokenizer: Any, **overrides: Any) -> Any:
     return MossAudioConfig(**kw)
 
 
+# vLLM's MOSS processor writes the release's token ids itself (placeholders and the digits of
+# time markers), so a checkpoint it runs needs Qwen's id layout for them
+QWEN_SPECIAL_IDS = {
+    "<|endoftext|>": 151643,
+    "<|im_start|>": 151644,
+    "<|im_end|>": 151645,
+    "<|AUDIO|>": 151654,
+    "<|audio_bos|>": 151669,
+    "<|audio_eos|>": 151670,
+}
+QWEN_VOCAB = 151671
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 byte-level BPE symbols in GPT-2's order (printable bytes first, the rest shifted
+    past 255), which Qwen's first 256 ids follow: "0"-"9" are ids 15-24."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    shifted = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(shifted)}
+    return [table[b] for b in [*printable, *shifted]]
+
+
+def qwen_layout_tokenizer() -> Any:
+    """A byte-level tokenizer (no merges) with Qwen's ids for bytes and the MOSS special
+    tokens; the ids between are unused fillers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {sym: i for i, sym in enumerate(_byte_symbols())}
+    by_id = {i: t for t, i in QWEN_SPECIAL_IDS.items()}
+    for i in range(256, QWEN_VOCAB):
+        vocab[by_id.get(i, f"<|unused_{i}|>")] = i
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(QWEN_SPECIAL_IDS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+
+
 def build_tiny_moss(
-    out_dir: str | Path, *, seed: int = 0, init_std: float = 0.02, **config_overrides: Any
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    init_std: float = 0.02,
+    vllm_ready: bool = False,
+    **config_overrides: Any,
 ) -> Path:
     """Write config.json + model.safetensors + tokenizer files into out_dir; return the path.
 
-    `config_overrides` go into config.json (e.g. `enable_time_marker=False`).
+    `config_overrides` go into config.json (e.g. `enable_time_marker=False`). `vllm_ready`: a
+    checkpoint vLLM's MOSS-Audio runs too — Qwen's token ids (about 80 MB of embeddings), a
+    head_dim of 32 (vLLM's CPU attention refuses 16), earmark's config class beside the weights
+    for `trust_remote_code` (transformers does not know "moss_audio"), and the processor's
+    time-marker setting in processor_config.json.
     """
+    import json
+
     import torch
 
     from earmark.models.moss_arch import MossAudioModel
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = tiny_tokenizer()
+    tokenizer = qwen_layout_tokenizer() if vllm_ready else tiny_tokenizer()
+    if vllm_ready:
+        lc = dict(tiny_config(tokenizer).language_config.to_dict())
+        lc.update(head_dim=32, num_attention_heads=2, num_key_value_heads=1)
+        config_overrides.setdefault("language_config", lc)
     config = tiny_config(tokenizer, **config_overrides)
     config.language_config.initializer_range = init_std
     torch.manual_seed(seed)
     model = MossAudioModel(config).eval()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    if vllm_ready:
+        from earmark.models import moss_config
+
+        raw = json.loads((out / "config.json").read_text())
+        raw["auto_map"] = {"AutoConfig": "configuration_moss_audio.MossAudioConfig"}
+        (out / "config.json").write_text(json.dumps(raw, indent=2))
+        (out / "configuration_moss_audio.py").write_text(Path(moss_config.__file__).read_text())
+        markers = bool(raw.get("enable_time_marker", True))
+        (out / "processor_config.json").write_text(json.dumps({"enable_time_marker": markers}))
     return out
 
 
