@@ -12,7 +12,8 @@ ASR, CAPTION = TaskRequest(name="asr"), TaskRequest(name="caption")
 
 
 def win(i, start, end, speech):
-    return Window("f", i, start, end, int((end - start) * 16_000), {}, speech_s=speech)
+    regions = None if speech is None else ((0.0, speech),)  # `speech` seconds, from the start
+    return Window("f", i, start, end, int((end - start) * 16_000), {}, speech=regions)
 
 
 def test_segments_carry_speech_confidence_flags_and_words_in_file_time():
@@ -34,11 +35,14 @@ def test_segments_carry_speech_confidence_flags_and_words_in_file_time():
     first, second = row["segments"]
     assert (first["start_s"], first["end_s"], first["speech_fraction"]) == (0.0, 20.0, 0.6)
     assert first["avg_logprob"] == -0.25 and first["no_speech_prob"] == 0.02
-    # words move to file time and never leave their window
+    # words move to file time and stay inside the speech they overlap (0-12 s here)
     assert [(w["word"], w["start_s"], w["end_s"]) for w in first["words"]] == [
         ("Hello", 1.0, 1.4),
-        ("there.", 1.5, 20.0),
+        ("there.", 1.5, 12.0),
     ]
+    # with no speech measured, a word running past its window is cut at the window's end
+    unmeasured = merge_windows([win(0, 0.0, 20.0, None)], texts[1:], [ASR], "whisper")
+    assert unmeasured["segments"][0]["words"][1]["end_s"] == 20.0
     assert second["transcript"] == "" and second["flags"] == ["no_speech"]
     assert second["speech_fraction"] == 0.0 and second["avg_logprob"] is None
     # the row's flags: every task's, in a fixed order
@@ -109,7 +113,7 @@ def test_words_are_kept_inside_the_speech_they_overlap():
         (7.0, 7.5),  # touches no speech: left alone
     ]
     assert snap_to_speech(words, None) == words
-    ws = [Window("f", 0, 10.0, 20.0, 160_000, {}, speech_s=4.0, speech=speech)]
+    ws = [Window("f", 0, 10.0, 20.0, 160_000, {}, speech=speech)]
     out = TaskText("a b c", words=(Word("a", 0.6, 1.4), Word("b", 2.5, 3.9), Word("c", 4.2, 4.4)))
     segment = merge_windows(ws, [{"asr": out}], [ASR], "whisper")["segments"][0]
     assert [(x["start_s"], x["end_s"]) for x in segment["words"]] == [

@@ -111,8 +111,6 @@ def test_temperature_fallback_is_deterministic(files, monkeypatch):
     assert [o.text for o in first] == [o.text for o in second]
     assert all(o.temperature is not None for o in first)
     assert model.stats.encoder_passes > 2 * len(ws)  # every window was decoded again alone
-    samples = np.concatenate([w.features["audio"] for w in files["s01_fox.wav"]])
-    assert len(samples) > 0
 
 
 @pytest.mark.slow

@@ -13,9 +13,6 @@ from earmark.models.prompts import clean_text, join_window_texts, parse_tags
 from earmark.models.quality import flags_for, merge_flags
 from earmark.models.result import TaskText, as_task_text
 
-# Flags that take a segment's text out of the transcript when `drop_flagged` is set
-DROPPED_FLAGS = frozenset({"no_speech", "filler", "repetition", "truncated", "low_confidence"})
-
 
 def bucket_windows(windows: list[Window], batch_size: int) -> list[list[int]]:
     """Indices of windows grouped into batches of similar length (longest first)."""
@@ -92,7 +89,7 @@ def asr_segments(
             "no_speech_prob": r.no_speech_prob,
             "flags": fl,
         }
-        dropped = drop_flagged and bool(DROPPED_FLAGS.intersection(fl))
+        dropped = drop_flagged and bool(fl)  # any flag takes the text out
         if r.spans:
             for a, b, piece in r.spans:
                 segments.append(

@@ -115,11 +115,14 @@ def plan_windows(
 SpeechAt = Callable[[int, int], Sequence[tuple[int, int]]]
 
 
+def clip_regions(regions: Sequence[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The parts of speech regions (file samples) inside [lo, hi), in samples from `lo`."""
+    return [(max(s, lo) - lo, min(e, hi) - lo) for s, e in regions if s < hi and e > lo]
+
+
 def _clipper(regions: Sequence[tuple[int, int]]) -> SpeechAt:
     """Speech inside a stretch of the file, from regions found over the whole file."""
-    return lambda lo, hi: [
-        (max(s, lo) - lo, min(e, hi) - lo) for s, e in regions if s < hi and e > lo
-    ]
+    return lambda lo, hi: clip_regions(regions, lo, hi)
 
 
 def _speech_at(samples: np.ndarray, sr: int, vad: VadMode | SpeechFn) -> SpeechAt | None:
@@ -197,22 +200,6 @@ def _quietest_point(region: np.ndarray, sr: int) -> int | None:
     return int(((r0 + r1 - 1) / 2 + k / 2) * frame)
 
 
-def speech_in(regions: Sequence[tuple[int, int]], start: int, end: int) -> int:
-    """Samples of speech regions (sorted or not, non-overlapping) inside [start, end)."""
-    return sum(max(0, min(e, end) - max(s, start)) for s, e in regions)
-
-
-def regions_in(
-    regions: Sequence[tuple[int, int]], start: int, end: int
-) -> tuple[tuple[float, float], ...]:
-    """Speech regions inside [start, end), in seconds from `start`."""
-    return tuple(
-        ((max(s, start) - start) / SAMPLE_RATE, (min(e, end) - start) / SAMPLE_RATE)
-        for s, e in regions
-        if s < end and e > start
-    )
-
-
 def make_windows(
     audio_id: str,
     samples: np.ndarray,
@@ -233,6 +220,11 @@ def make_windows(
     windows = []
     for i, (s, e) in enumerate(plan_windows(samples, SAMPLE_RATE, limit, vad, regions)):
         chunk = samples[s:e]
+        speech = None
+        if regions is not None:
+            speech = tuple(
+                (a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in clip_regions(regions, s, e)
+            )
         windows.append(
             Window(
                 audio_id=audio_id,
@@ -241,8 +233,7 @@ def make_windows(
                 end_s=e / SAMPLE_RATE,
                 num_samples=e - s,
                 features=model_cls.prepare(chunk),
-                speech_s=None if regions is None else speech_in(regions, s, e) / SAMPLE_RATE,
-                speech=None if regions is None else regions_in(regions, s, e),
+                speech=speech,
             )
         )
     return windows

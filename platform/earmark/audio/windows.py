@@ -24,14 +24,18 @@ class Window:
     end_s: float
     num_samples: int  # real (unpadded) 16 kHz samples
     features: dict[str, np.ndarray] = field(default_factory=dict)
-    # seconds of speech silero-vad found in the window; None when it was not measured
-    speech_s: float | None = None
-    # the speech regions themselves [(start_s, end_s)], seconds from the window start
+    # the speech regions silero-vad found [(start_s, end_s)], seconds from the window start;
+    # None when speech was not measured
     speech: tuple[tuple[float, float], ...] | None = None
 
     @property
     def duration_s(self) -> float:
         return self.num_samples / SAMPLE_RATE
+
+    @property
+    def speech_s(self) -> float | None:
+        """Seconds of speech in the window (the speech gate reads it), None when not measured."""
+        return None if self.speech is None else sum(b - a for a, b in self.speech)
 
     @property
     def speech_fraction(self) -> float | None:

@@ -57,7 +57,6 @@ FILLERS = frozenset(
         "applause",
         "silence",
         "subtitles by the amaraorg community",
-        "",
     }
 )
 _PUNCT = re.compile(r"[^\w\s']|_", re.UNICODE)

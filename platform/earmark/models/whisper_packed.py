@@ -8,6 +8,7 @@ loaded `WhisperModel` (its faster-whisper model, tokenizer and prompt)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -92,15 +93,15 @@ def _decode_group(
                 continue
             start, end = pack.spans_s[k]
             pieces = [
-                _Piece(segments[j], words[p][j] if words is not None else None)
+                _as_segment(
+                    segments[j],
+                    words[p][j] if words is not None else None,
+                    avg if avg is not None else 0.0,
+                    result.no_speech_prob,
+                )
                 for j in assigned[member]
             ]
-            resolved[member] = window_text(
-                [x.shifted(avg, result.no_speech_prob) for x in pieces],
-                start,
-                end - start,
-                self.word_timestamps,
-            )
+            resolved[member] = window_text(pieces, start, end - start, self.word_timestamps)
     return resolved, redo
 
 
@@ -144,33 +145,19 @@ def align_window(self: Any, audio: np.ndarray, segments: list[Any]) -> list[Any]
     feats = pad_or_trim(self.model.feature_extractor(audio)[..., :-1])
     encoded = self.model.encode(feats[None])
     words = _pack_words(self, [(pieces, None)], encoded, [len(audio) / SAMPLE_RATE])[0]
-    return [
-        SimpleNamespace(
-            start=s.start,
-            end=s.end,
-            text=s.text,
-            tokens=s.tokens,
-            avg_logprob=s.avg_logprob,
-            no_speech_prob=s.no_speech_prob,
-            words=w,
-        )
-        for s, w in zip(segments, words, strict=True)
-    ]
+    return [replace(s, words=w) for s, w in zip(segments, words, strict=True)]
 
 
-class _Piece:
+def _as_segment(
+    seg: PackSegment, words: list[Any] | None, avg_logprob: float, no_speech_prob: float
+) -> Any:
     """A packed segment in the shape `window_text` reads (faster-whisper's Segment fields)."""
-
-    def __init__(self, seg: PackSegment, words: list[Any] | None) -> None:
-        self.seg, self.words = seg, words
-
-    def shifted(self, avg_logprob: float | None, no_speech_prob: float) -> Any:
-        return SimpleNamespace(
-            start=self.seg.start_s,
-            end=self.seg.end_s,
-            text=self.seg.text,
-            tokens=self.seg.tokens,
-            avg_logprob=avg_logprob if avg_logprob is not None else 0.0,
-            no_speech_prob=no_speech_prob,
-            words=self.words,
-        )
+    return SimpleNamespace(
+        start=seg.start_s,
+        end=seg.end_s,
+        text=seg.text,
+        tokens=seg.tokens,
+        avg_logprob=avg_logprob,
+        no_speech_prob=no_speech_prob,
+        words=words,
+    )

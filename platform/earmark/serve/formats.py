@@ -11,8 +11,9 @@ model has no text and is left out, as OpenAI leaves out silence.
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any
+
+from earmark.models.quality import compression_ratio
 
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 LANGUAGE_NAMES = {"en": "english"}  # OpenAI reports the language by name
@@ -51,11 +52,6 @@ def to_vtt(row: dict[str, Any]) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def _compression_ratio(text: str) -> float:
-    raw = text.encode()
-    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
-
-
 def _words(s: dict[str, Any]) -> list[dict[str, Any]] | None:
     if s.get("words") is None:
         return None
@@ -73,7 +69,7 @@ def to_verbose_json(row: dict[str, Any], language: str) -> dict[str, Any]:
             "tokens": [],
             "temperature": 0.0,
             "avg_logprob": s.get("avg_logprob"),
-            "compression_ratio": _compression_ratio(s["transcript"]),
+            "compression_ratio": compression_ratio(s["transcript"]),
             "no_speech_prob": s.get("no_speech_prob"),
             "words": _words(s),
             "flags": s.get("flags") or [],
