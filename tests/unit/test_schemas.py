@@ -82,9 +82,21 @@ def test_a_family_option_reaches_the_backend_and_others_refuse_it():
     plain = JobSpec(source="/a", output="/o", model={"family": "whisper"})
     before = plain.model.model_dump()
     before.pop("language")
+    before.pop("engine")  # nor does the default engine (hf), added later
     key = json.dumps(["/a", "/o", before, ["asr"]], sort_keys=True)
     assert plain.job_id == "em-" + hashlib.sha256(key.encode()).hexdigest()[:12]
     assert spec.job_id != plain.job_id
+    moss = {"family": "moss", "checkpoint": "/m"}
+    on_vllm = JobSpec(source="/a", output="/o", model={**moss, "engine": "vllm"})
+    assert on_vllm.job_id != JobSpec(source="/a", output="/o", model=moss).job_id
+
+
+def test_an_engine_a_family_lacks_is_refused():
+    with pytest.raises(ValidationError, match="'eureka' cannot run on engine 'vllm'.*hf"):
+        ModelSpec(family="eureka", engine="vllm")
+    with pytest.raises(ValidationError, match="engine"):
+        ModelSpec(family="moss", engine="tensorrt")
+    assert ModelSpec.parse("midashenglm:/m", engine="vllm").engine == "vllm"
 
 
 def test_the_language_option_is_passed_to_whisper(monkeypatch):
@@ -98,6 +110,6 @@ def test_the_language_option_is_passed_to_whisper(monkeypatch):
         def __init__(self, checkpoint, **kw):
             seen.update(kw)
 
-    monkeypatch.setattr(registry, "model_class", lambda name: Recorder)
+    monkeypatch.setattr(registry, "model_class", lambda name, engine="hf": Recorder)
     registry.load_model(ModelSpec(family="whisper", language="de"))
     assert seen["language"] == "de" and seen["pack_windows"] is True

@@ -18,6 +18,7 @@ run two model calls at once on one device or thread pool.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import threading
@@ -88,10 +89,12 @@ class Annotator:
         # batch job: write each block's rows as a shard (see module doc)
         self.output = None if output is None else Location.of(output)
         self.ledger = ledger  # batch job: attempts per file across restarts (see failures.py)
-        # one model call at a time, whatever the threads; re-entrant because a batch job
-        # holds it across a whole group of files (see _annotate_group)
-        self._model_lock = threading.RLock()
         self.model: AudioModel = load_model(self.spec)
+        # one model call at a time, whatever the threads; re-entrant because a batch job
+        # holds it across a whole group of files (see _annotate_group). An engine that
+        # schedules concurrent calls itself (vLLM) takes them all at once.
+        concurrent = getattr(self.model, "concurrent_calls", False)
+        self._model_lock = contextlib.nullcontext() if concurrent else threading.RLock()
         self.model.check_tasks(self.tasks)
         self.family = self.model.info.name
         if self.ledger is not None:

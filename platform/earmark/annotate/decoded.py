@@ -59,6 +59,7 @@ class DecodeStage:
         family: str | None = None,
         ledger: Any = None,
         skip: tuple[Any, Any, Any] | None = None,
+        engine: str = "hf",
     ) -> None:
         self.limits = limits if isinstance(limits, LimitsSpec) else LimitsSpec(**limits)
         self.source = source  # the files' filesystem and options (None: each URI alone)
@@ -71,7 +72,8 @@ class DecodeStage:
         if family is not None:
             from earmark.models.registry import model_class
 
-            self.model_cls = model_class(family)  # class only: prepare() needs no weights
+            # class only: prepare() needs no weights (the engine decides the features)
+            self.model_cls = model_class(family, engine)
 
     def _base_row(self, rec: dict[str, Any]) -> dict[str, Any]:
         """The fields every row of a listed file has, whatever happens to it."""

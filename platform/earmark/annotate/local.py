@@ -19,15 +19,16 @@ def annotate_files(
     """Output-row dicts, one per file, through the same decode stage and Annotator as a job."""
     from earmark.models.registry import model_class
 
-    cls = model_class(model.family)
+    cls = model_class(model.family, model.engine)
     try:
         cls.preflight(model.checkpoint or cls.info.default_checkpoint)
         annotator = Annotator(model, tasks)
     except (ModelLoadError, OSError) as exc:
         raise JobError(f"model cannot be loaded: {exc}") from exc
     rows = []
+    decode = DecodeStage(LimitsSpec(), None, "local", model.family, engine=model.engine)
     for listed in list_named(paths):
-        table = DecodeStage(LimitsSpec(), None, "local", model.family)(_listing_table([listed]))
+        table = decode(_listing_table([listed]))
         try:
             row = annotator(table).to_pylist()[0]
         except FatalModelError as exc:  # the model's failure, not the file's: no row

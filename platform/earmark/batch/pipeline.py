@@ -152,11 +152,13 @@ def _decode_fn(
     index: dict[str, Any],
     tally: Any,
 ):
-    limits, job_id = spec.limits.model_dump(), spec.job_id
+    limits, job_id, engine = spec.limits.model_dump(), spec.job_id, spec.model.engine
 
     def decode(batch: pa.Table):
         done, retry = resolve_index(index)
-        stage = DecodeStage(limits, source, job_id, family, ledger, skip=(done, retry, tally))
+        stage = DecodeStage(
+            limits, source, job_id, family, ledger, skip=(done, retry, tally), engine=engine
+        )
         recs = [r for g in batch.column("files").to_pylist() for r in pickle.loads(g)]
         if family is None:  # scan: rows without samples are small; the group is one shard
             yield write_rows(to_work_table(list(stage.decode_group(recs))), out)

@@ -30,8 +30,8 @@ def preflight_model(spec: JobSpec) -> None:
     from earmark.models.base import ModelLoadError
     from earmark.models.registry import model_class
 
-    cls = model_class(spec.model.family)
     try:
+        cls = model_class(spec.model.family, spec.model.engine)
         cls.preflight(spec.model.checkpoint or cls.info.default_checkpoint)
     except ModelLoadError as exc:
         raise JobError(f"model cannot be loaded: {exc}") from exc
@@ -160,11 +160,14 @@ def job_identity(spec: JobSpec, with_model: bool) -> dict[str, Any]:
     from earmark.models.registry import model_class
 
     cls = model_class(spec.model.family)
-    return {
+    identity = {
         "kind": "annotate",
         "model": f"{spec.model.family}:{spec.model.checkpoint or cls.info.default_checkpoint}",
         "tasks": [t.model_dump() for t in spec.tasks],
     }
+    if spec.model.engine != "hf":  # another engine may give other rows; hf ids stay as they were
+        identity["engine"] = spec.model.engine
+    return identity
 
 
 def _configure_ray_data() -> None:

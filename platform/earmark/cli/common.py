@@ -58,6 +58,14 @@ DropFlaggedOpt = Annotated[
         help="asr: leave flagged segments' text (filler, repetition, ...) out of the transcript",
     ),
 ]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="hf (earmark's transformers code, the reference) or vllm (midashenglm, moss; "
+        "needs `make vllm-env` or earmark[vllm])  [default: hf]",
+    ),
+]
 WordsOpt = Annotated[
     bool | None,
     typer.Option(

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from earmark.cli.common import (
     DropFlaggedOpt,
+    EngineOpt,
     LanguageOpt,
     MaxTokensOpt,
     MinSpeechOpt,
@@ -199,6 +200,7 @@ def run(
     min_speech_s: MinSpeechOpt = None,
     drop_flagged: DropFlaggedOpt = None,
     word_timestamps: WordsOpt = None,
+    engine: EngineOpt = None,
     cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
     target_file_mb: TargetMbOpt = None,
@@ -231,6 +233,7 @@ def run(
             "min_speech_s": min_speech_s,
             "drop_flagged": drop_flagged,
             "word_timestamps": word_timestamps,
+            "engine": engine,
         },
         target_file_mb=target_file_mb,
         audio_column=audio_column,
@@ -252,6 +255,7 @@ def annotate(
     min_speech_s: MinSpeechOpt = None,
     drop_flagged: DropFlaggedOpt = None,
     word_timestamps: WordsOpt = None,
+    engine: EngineOpt = None,
 ) -> None:
     """Annotate a few local files right here, without Ray."""
     from earmark.annotate.local import annotate_files
@@ -265,6 +269,7 @@ def annotate(
             "min_speech_s": min_speech_s,
             "drop_flagged": drop_flagged,
             "word_timestamps": word_timestamps,
+            "engine": engine,
         }
         extra = {k: v for k, v in given.items() if v is not None}
         spec = ModelSpec.parse(model, **extra)

@@ -24,6 +24,8 @@ class FamilyInfo:
     cls: str  # backend class name in that module
     description: str = ""
     options: tuple[str, ...] = ()  # family options of ModelSpec it takes (e.g. "language")
+    engines: tuple[str, ...] = ("hf",)  # ModelSpec.engine values it runs on; hf: its own code
+    vllm_cls: str = ""  # the backend class of engine vllm, in earmark.models.vllm_models
 
 
 FAMILIES: dict[str, FamilyInfo] = {
@@ -45,6 +47,8 @@ FAMILIES: dict[str, FamilyInfo] = {
         tasks=("asr", "caption", "tags", "custom"),
         module="earmark.models.midashenglm",
         cls="MiDashengLMModel",
+        engines=("hf", "vllm"),
+        vllm_cls="VllmMiDashengLMModel",
         description="MiDashengLM-7B (Dasheng encoder + Qwen2.5-Omni-7B thinker)",
     ),
     "moss": FamilyInfo(
@@ -55,6 +59,8 @@ FAMILIES: dict[str, FamilyInfo] = {
         tasks=("asr", "caption", "tags", "custom"),
         module="earmark.models.moss",
         cls="MossModel",
+        engines=("hf", "vllm"),
+        vllm_cls="VllmMossModel",
         description="MOSS-Audio 4B/8B Instruct (earmark's own implementation, DeepStack)",
     ),
     "whisper": FamilyInfo(

@@ -59,6 +59,12 @@ class ModelSpec(BaseModel):
         description="whisper: word start/end times in each segment (faster-whisper's "
         "cross-attention alignment); other families give none",
     )
+    engine: Literal["hf", "vllm"] = Field(
+        default="hf",
+        description="What runs the model: hf (earmark's own transformers code, the reference) "
+        "or vllm (continuous batching, paged KV cache, prefix caching; midashenglm and moss "
+        "only; needs an environment with vLLM: `make vllm-env`, or `earmark[vllm]` on CUDA)",
+    )
     language: str | None = Field(
         default=None,
         min_length=2,
@@ -84,6 +90,11 @@ class ModelSpec(BaseModel):
     @model_validator(mode="after")
     def _options_fit_family(self) -> ModelSpec:
         info = family(self.family)
+        if self.engine not in info.engines:
+            raise ValueError(
+                f"model family {info.name!r} cannot run on engine {self.engine!r} (it runs on: "
+                f"{', '.join(info.engines)}); vLLM serves midashenglm and moss"
+            )
         for name in FAMILY_OPTIONS:
             if getattr(self, name) is not None and name not in info.options:
                 raise ValueError(
@@ -96,7 +107,10 @@ class ModelSpec(BaseModel):
         """What names this model in a job id: family options left unset are left out, so
         adding an option never changes the id of an existing output."""
         dump = self.model_dump()
-        return {k: v for k, v in dump.items() if not (k in FAMILY_OPTIONS and v is None)}
+        dump = {k: v for k, v in dump.items() if not (k in FAMILY_OPTIONS and v is None)}
+        if self.engine == "hf":  # the default, left out so that existing job ids stay
+            dump.pop("engine")
+        return dump
 
 
 FAMILY_OPTIONS = ("language",)  # options only some families take; None means unset

@@ -54,6 +54,9 @@ class AudioModel(abc.ABC):
     """Base class of every backend."""
 
     info: ClassVar[FamilyInfo]
+    # whether `annotate` may be called from several threads at once (an engine that batches
+    # concurrent calls itself); otherwise the Annotator makes calls one at a time
+    concurrent_calls: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ re-encoding the audio each time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,30 @@ IM_START, IM_END, END_OF_TEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 # System prompt of the published serving example (vLLM); the reference template's default is
 # not public, so it is always given explicitly.
 SYSTEM_PROMPT = "You are a helpful language and speech assistant."
+
+
+def render_prompt(prompt: Prompt, template: Callable[[list[dict[str, Any]]], str | None]) -> str:
+    """Chat text of a prompt with one `<|audio_bos|><|AUDIO|><|audio_eos|>` placeholder: the
+    checkpoint's chat template (`template(messages)`), else the documented format (both engines
+    use this, so they see the same text)."""
+    system = prompt.system or SYSTEM_PROMPT
+    user: list[dict[str, str]] = [{"type": "audio", "audio": "<audio>"}]
+    if prompt.user:
+        user.append({"type": "text", "text": prompt.user})
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    text = template(messages)
+    if text is None:
+        text = (
+            f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n"
+            f"{AUDIO_BOS}{AUDIO_TOKEN}{AUDIO_EOS}{prompt.user or ''}{IM_END}\n"
+            f"{IM_START}assistant\n"
+        )
+    # the reference processor adds the audio bos/eos around <|AUDIO|> when missing
+    if f"{AUDIO_BOS}{AUDIO_TOKEN}" not in text:
+        text = text.replace(AUDIO_TOKEN, f"{AUDIO_BOS}{AUDIO_TOKEN}", 1)
+    if f"{AUDIO_TOKEN}{AUDIO_EOS}" not in text:
+        text = text.replace(AUDIO_TOKEN, f"{AUDIO_TOKEN}{AUDIO_EOS}", 1)
+    return text
 
 
 class MiDashengLMModel(RemoteCodeModel):
@@ -86,24 +111,7 @@ class MiDashengLMModel(RemoteCodeModel):
     # -- prompts ----------------------------------------------------------------------------
     def render(self, prompt: Prompt) -> str:
         """Chat text with one `<|audio_bos|><|AUDIO|><|audio_eos|>` placeholder."""
-        system = prompt.system or SYSTEM_PROMPT
-        user: list[dict[str, str]] = [{"type": "audio", "audio": "<audio>"}]
-        if prompt.user:
-            user.append({"type": "text", "text": prompt.user})
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        text = self.apply_template(messages, AUDIO_TOKEN)
-        if text is None:
-            text = (
-                f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n"
-                f"{AUDIO_BOS}{AUDIO_TOKEN}{AUDIO_EOS}{prompt.user or ''}{IM_END}\n"
-                f"{IM_START}assistant\n"
-            )
-        # the reference processor adds the audio bos/eos around <|AUDIO|> when missing
-        if f"{AUDIO_BOS}{AUDIO_TOKEN}" not in text:
-            text = text.replace(AUDIO_TOKEN, f"{AUDIO_BOS}{AUDIO_TOKEN}", 1)
-        if f"{AUDIO_TOKEN}{AUDIO_EOS}" not in text:
-            text = text.replace(AUDIO_TOKEN, f"{AUDIO_TOKEN}{AUDIO_EOS}", 1)
-        return text
+        return render_prompt(prompt, lambda m: self.apply_template(m, AUDIO_TOKEN))
 
     def prompt_ids(self, task: TaskRequest, num_samples: int) -> list[int]:
         """input_ids of one window: `<|AUDIO|>` × dasheng_num_tokens(num_samples)."""

@@ -110,6 +110,27 @@ def parse_timed_segments(text: str) -> list[dict[str, Any]]:
     return out
 
 
+def row_texts(
+    tokenizer: Any, tasks: list[TaskRequest], row: list[tuple[list[int], list[float], bool]]
+) -> dict[str, TaskText | str]:
+    """One window's generated (ids, log-probs, stopped) per task as texts: "[start - end] text"
+    ASR lines become timed spans (both engines use this, so their rows agree)."""
+    texts: dict[str, TaskText | str] = {}
+    for t, task in enumerate(tasks):
+        ids, lps, stopped = row[t]
+        text = clean_text(tokenizer.decode(ids, skip_special_tokens=True))
+        spans = None
+        if task.name == "asr":  # "[0.00 - 2.50] words" lines: timed segments
+            timed = parse_timed_segments(text)
+            if timed and len(timed) == len([x for x in text.splitlines() if x.strip()]):
+                spans = tuple((s["start_s"], s["end_s"], s["transcript"]) for s in timed)
+                text = " ".join(s[2] for s in spans)
+        texts[task.name] = TaskText(
+            text=text, avg_logprob=mean_logprob(lps), truncated=not stopped, spans=spans
+        )
+    return texts
+
+
 # -- backend ------------------------------------------------------------------------------------
 class MossModel(AudioModel):
     info = FAMILIES["moss"]
@@ -148,27 +169,7 @@ class MossModel(AudioModel):
         self, windows: list[Window], tasks: list[TaskRequest]
     ) -> list[dict[str, TaskText | str]]:
         rows = self.annotate_rows(windows, tasks)
-        dec = self.tokenizer.decode
-        out = []
-        for row in rows:
-            texts: dict[str, TaskText | str] = {}
-            for t, task in enumerate(tasks):
-                ids, lps, stopped = row[t]
-                text = clean_text(dec(ids, skip_special_tokens=True))
-                spans = None
-                if task.name == "asr":  # "[0.00 - 2.50] words" lines: timed segments
-                    timed = parse_timed_segments(text)
-                    if timed and len(timed) == len([x for x in text.splitlines() if x.strip()]):
-                        spans = tuple((s["start_s"], s["end_s"], s["transcript"]) for s in timed)
-                        text = " ".join(s[2] for s in spans)
-                texts[task.name] = TaskText(
-                    text=text,
-                    avg_logprob=mean_logprob(lps),
-                    truncated=not stopped,
-                    spans=spans,
-                )
-            out.append(texts)
-        return out
+        return [row_texts(self.tokenizer, tasks, row) for row in rows]
 
     def annotate_ids(
         self, windows: list[Window], tasks: list[TaskRequest]

@@ -95,8 +95,6 @@ def expected_names(config: Any) -> set[str]:
 
 def load(path: Path, *, dtype: Any, device: str, attn: str) -> tuple[Any, Any, dict[str, Any]]:
     """(model in eval mode on device, tokenizer, special ids) for a checked checkpoint dir."""
-    from transformers import AutoTokenizer
-
     from earmark.models.moss_arch import MossAudioConfig, MossAudioModel
 
     config = MossAudioConfig.from_pretrained(path)
@@ -109,12 +107,23 @@ def load(path: Path, *, dtype: Any, device: str, attn: str) -> tuple[Any, Any, d
     if info.get("mismatched_keys"):
         raise ModelLoadError(f"{path}: weights of the wrong shape: {info['mismatched_keys'][:5]}")
     model = model.to(device).eval()
+    return (model, *tokenizer_ids(path, config))
+
+
+def tokenizer_ids(path: Path, config: Any = None) -> tuple[Any, dict[str, Any]]:
+    """(tokenizer, special ids) of a checked checkpoint dir, without its weights (the vLLM
+    engine needs only these on earmark's side)."""
+    from transformers import AutoTokenizer
+
+    from earmark.models.moss_arch import MossAudioConfig
+
+    config = config if config is not None else MossAudioConfig.from_pretrained(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
         raise ModelLoadError(f"cannot load the tokenizer in {path}: {exc}") from exc
     explicit = set(json.loads((path / "config.json").read_text()))
-    return model, tokenizer, special_ids(tokenizer, config, explicit)
+    return tokenizer, special_ids(tokenizer, config, explicit)
 
 
 def special_ids(tokenizer: Any, config: Any, explicit: set[str] = frozenset()) -> dict[str, Any]:

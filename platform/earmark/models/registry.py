@@ -12,8 +12,14 @@ if TYPE_CHECKING:
     from earmark.models.base import AudioModel
 
 
-def model_class(name: str) -> type[AudioModel]:
-    """The backend class of a built-in family, or of a user's `package.module.Class`."""
+def model_class(name: str, engine: str = "hf") -> type[AudioModel]:
+    """The backend class of a built-in family on an engine (hf: earmark's transformers code;
+    vllm: `earmark.models.vllm_models`), or of a user's `package.module.Class`."""
+    if engine != "hf":
+        info = FAMILIES.get(name)
+        if info is None or engine not in info.engines:
+            raise ValueError(f"model family {name!r} has no {engine!r} engine")
+        return getattr(importlib.import_module("earmark.models.vllm_models"), info.vllm_cls)
     if name in FAMILIES:
         module, cls = FAMILIES[name].module, FAMILIES[name].cls
     else:
@@ -29,7 +35,7 @@ def model_class_options(cls: type[AudioModel]) -> tuple[str, ...]:
 
 def load_model(spec: ModelSpec) -> AudioModel:
     """Load the backend a ModelSpec names (weights are read here, once)."""
-    cls = model_class(spec.family)
+    cls = model_class(spec.family, spec.engine)
     extra = {}
     if spec.family == "whisper":
         extra = {"pack_windows": spec.pack_windows, "word_timestamps": spec.word_timestamps}

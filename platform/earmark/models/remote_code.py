@@ -105,27 +105,9 @@ class RemoteCodeModel(AudioModel):
     def apply_template(
         self, messages: list[dict[str, Any]], placeholder: str, **options: Any
     ) -> str | None:
-        """The checkpoint's chat template rendered for generation, or None when there is no
-        template or it does not give exactly one audio placeholder (callers then render the
-        documented format by hand)."""
-        chat_template = getattr(self, "chat_template", None)
-        if not chat_template:
-            return None
-        text = self.tokenizer.apply_chat_template(
-            messages,
-            chat_template=chat_template,
-            add_generation_prompt=True,
-            tokenize=False,
-            **options,
-        )
-        if text.count(placeholder) != 1:
-            log.warning(
-                "%s: chat template gave %d audio placeholders; using the documented format",
-                self.name,
-                text.count(placeholder),
-            )
-            return None
-        return text
+        """The checkpoint's chat template rendered for generation (see `apply_template`)."""
+        template = getattr(self, "chat_template", None)
+        return apply_template(self.tokenizer, template, messages, placeholder, self.name, **options)
 
     def annotate(
         self, windows: list[Window], tasks: list[TaskRequest]
@@ -156,6 +138,36 @@ class RemoteCodeModel(AudioModel):
                     raise
                 self._fall_back(f"{type(e).__name__}: {e}")
         return self._run_reference(inputs, tasks, with_scores)
+
+
+def apply_template(
+    tokenizer: Any,
+    chat_template: str | None,
+    messages: list[dict[str, Any]],
+    placeholder: str,
+    name: str,
+    **options: Any,
+) -> str | None:
+    """A chat template rendered for generation, or None when there is no template or it does
+    not give exactly one audio placeholder (callers then render the documented format by hand).
+    """
+    if not chat_template:
+        return None
+    text = tokenizer.apply_chat_template(
+        messages,
+        chat_template=chat_template,
+        add_generation_prompt=True,
+        tokenize=False,
+        **options,
+    )
+    if text.count(placeholder) != 1:
+        log.warning(
+            "%s: chat template gave %d audio placeholders; using the documented format",
+            name,
+            text.count(placeholder),
+        )
+        return None
+    return text
 
 
 def annotate_tasks(

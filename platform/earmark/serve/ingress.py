@@ -71,7 +71,8 @@ class Ingress:
         env_key = os.environ.get(self.spec.api_key_env)
         self.key_digest = key_digest or (token_digest(env_key) if env_key else None)
         self.info = family(self.spec.model.family)
-        self.model_cls = model_class(self.spec.model.family)  # prepare() only, no weights
+        # prepare() only, no weights (the engine decides the features)
+        self.model_cls = model_class(self.spec.model.family, self.spec.model.engine)
         self.names = {self.spec.model_id, self.spec.model.family, *self.spec.model_aliases}
         self.batch_sizes: Counter[int] = Counter()
         self._health: tuple[float, bool, str] = (0.0, False, "not checked yet")

@@ -24,6 +24,11 @@ on the eureka stand-in: calls of 6 and 25 requests). So after a call that held m
 request the next wait is `load_wait_fraction` of that call's duration (capped by
 `max_load_wait_s`); a lone request (light load) keeps `batch_wait_timeout_s`, so single-client
 latency is unchanged.
+
+With `model.engine: vllm` there is neither gate nor static batch: each request goes to the
+engine at once, in its own thread, and vLLM schedules the windows of all requests in flight
+together (continuous batching): a request that arrives while others decode joins the running
+batch at the next engine step instead of waiting for a batch to fill or to finish.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ class AnnotatorDeployment:
         self.idle = asyncio.Event()  # set while no batch runs (see the module docstring)
         self.idle.set()
         self.pid = os.getpid()
+        self.continuous = self.annotator.spec.engine == "vllm"  # the engine batches requests
         self.base_wait_s, self.load_wait_fraction, self.max_load_wait_s = 0.05, 0.0, 0.0
         log.info("Annotator replica ready: %s (pid %d)", self.annotator.model.name, self.pid)
 
@@ -106,17 +112,35 @@ class AnnotatorDeployment:
 
     async def annotate(self, windows: list[Window], tasks: list[dict[str, Any]]) -> dict[str, Any]:
         """Row fields for one request's windows, plus the size of the batch it rode in."""
+        if self.continuous:  # straight to the engine, which batches concurrent requests
+            (result,) = await self._run([(windows, tasks)])
+            return result
         await self.idle.wait()
         return await self._batched((windows, tasks))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
     async def _batched(self, items: list[Item]) -> list[dict[str, Any]]:
+        self.idle.clear()
+        t0 = time.perf_counter()
+        try:
+            return await self._run(items)
+        finally:
+            wait = next_batch_wait(
+                len(items),
+                time.perf_counter() - t0,
+                self.base_wait_s,
+                self.load_wait_fraction,
+                self.max_load_wait_s,
+            )
+            self._batched.set_batch_wait_timeout_s(wait)
+            self.idle.set()
+
+    async def _run(self, items: list[Item]) -> list[dict[str, Any]]:
+        """Results of one model call over `items`, failures turned into per-request errors."""
         n = len(items)
         self.batch_sizes[n] += 1
         if self.broken:  # answered at once; check_health has Serve replace this replica
             return [self._unavailable() for _ in items]
-        self.idle.clear()
-        t0 = time.perf_counter()
         try:
             results = await asyncio.to_thread(run_items, self.annotator, items)
             self.failures = 0
@@ -130,16 +154,6 @@ class AnnotatorDeployment:
             self.failures += 1
             log.exception("batch of %d requests failed", n)
             results = [{"error": f"{type(exc).__name__}: {exc}", "kind": "internal"}] * n
-        finally:
-            wait = next_batch_wait(
-                n,
-                time.perf_counter() - t0,
-                self.base_wait_s,
-                self.load_wait_fraction,
-                self.max_load_wait_s,
-            )
-            self._batched.set_batch_wait_timeout_s(wait)
-            self.idle.set()
         return [{**r, "batch_size": n} for r in results]
 
     def _unavailable(self) -> dict[str, Any]:
@@ -157,7 +171,13 @@ class AnnotatorDeployment:
             "base_wait_s": self.base_wait_s,
             "load_wait_fraction": self.load_wait_fraction,
             "threads": self.threads(),
+            "engine": self.engine_stats(),
         }
+
+    def engine_stats(self) -> dict[str, Any] | None:
+        """What the vLLM engine did (encoder items, most requests at once); None on hf."""
+        proc = getattr(self.annotator.model, "proc", None)
+        return proc.stats() if proc is not None else None
 
     def threads(self) -> dict[str, Any]:
         """CPU thread settings in this replica (Ray sets OMP_NUM_THREADS from num_cpus):

@@ -1,0 +1,257 @@
+"""MiDashengLM and MOSS-Audio on vLLM (`model.engine: vllm`), behind the same AudioModel
+interface as the transformers backends.
+
+The Annotator, the merge, the flags and the rows are the same for both engines; what changes is
+who runs the model. Here earmark keeps the tokenizer (to build the same chat text and to decode
+the generated ids with the same rules as the transformers path) and hands vLLM, in one call,
+every (window, task) prompt: the chat text with one `<|audio_bos|><|AUDIO|><|audio_eos|>`
+placeholder and the window's 16 kHz samples. vLLM expands the placeholder to the window's audio
+tokens itself, encodes each distinct audio once (its multimodal encoder cache is keyed by the
+audio's hash), shares equal prompt prefixes through prefix caching, and schedules all rows of
+all concurrent calls together (continuous batching).
+
+Batch invariance: the two engines agree token for token on the windows the parity tests run,
+alone and batched (tests/unit/test_*_vllm_parity.py); vLLM does not promise that a row's output
+is independent of its batch neighbours (its kernels may split reductions by batch shape), so
+the row's `model` names the engine and its version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from earmark.audio import features as F
+from earmark.audio.windows import Window
+from earmark.contracts import FAMILIES, TaskRequest
+from earmark.models import hf_generate as G
+from earmark.models.base import AudioModel, ModelInputError
+from earmark.models.prompts import prompt_for
+from earmark.models.result import TaskText
+from earmark.models.vllm_engine import VllmProcess, vllm_python
+
+PLACEHOLDER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
+CONTEXT_TOKENS = 1024  # prompt budget besides max_new_tokens: 30 s is ≤ 390 audio tokens + text
+CPU_MAX_SEQS = 32  # rows decoded together on CPU (the KV cache is 1 GiB there)
+GPU_MAX_SEQS = 256  # on a GPU: the engine's default order of magnitude
+
+
+class VllmModel(AudioModel):
+    """Base of the vLLM backends: one engine process per model, loaded once."""
+
+    engine: ClassVar[str] = "vllm"
+    concurrent_calls: ClassVar[bool] = True  # the engine process batches concurrent calls
+    # whether vLLM may encode several windows in one encoder batch and stay batch-invariant
+    # (measured per family by the parity tests); False: one window's audio per engine step
+    audio_batch_invariant: ClassVar[bool] = False
+
+    def __init__(self, checkpoint: str | None = None, **load: Any) -> None:
+        super().__init__(checkpoint, **load)  # device, dtype, revision, max_new_tokens
+        # EARMARK_VLLM_BATCH_AUDIO=1: let vLLM batch windows through the encoder even where
+        # that makes a row depend on its neighbours (faster prefill on a GPU)
+        forced = os.environ.get("EARMARK_VLLM_BATCH_AUDIO", "").strip() in ("1", "true", "yes")
+        self.batch_audio = self.audio_batch_invariant or forced
+        self.path = self._local_dir()
+        self._load_tokenizer()  # earmark's side: prompts in, ids out
+        self._texts: dict[TaskRequest, str] = {}
+        self.proc = VllmProcess(self.engine_options())
+        self.version = self.proc.info.get("vllm", "?")
+        self.sampling = {
+            "temperature": 0.0,
+            "max_tokens": self.max_new_tokens,
+            "logprobs": 0,  # the picked token's log-probability only
+            "stop_token_ids": list(self.stop_ids),
+            "detokenize": False,  # earmark decodes, with the transformers path's rules
+            "seed": 0,
+        }
+        self.prompt_tokens = 0  # accounting: prompt tokens sent, and of those served from cache
+        self.cached_tokens = 0
+
+    @classmethod
+    def preflight(cls, checkpoint: str) -> None:
+        super().preflight(checkpoint)
+        vllm_python()  # names how to get vLLM when it is missing
+
+    @classmethod
+    def prepare(cls, samples: np.ndarray) -> dict[str, np.ndarray]:
+        """{"input_values": the window's 16 kHz samples}: vLLM computes the features."""
+        return {"input_values": cls.pad(cls.window_samples(samples))}
+
+    @classmethod
+    def pad(cls, samples: np.ndarray) -> np.ndarray:
+        """Short windows padded as the family's transformers path pads them."""
+        return samples
+
+    @property
+    def name(self) -> str:
+        """family:checkpoint, the engine, and whether a row can depend on its batch."""
+        invariant = (
+            "batch-invariant"
+            if not self.batch_audio or self.audio_batch_invariant
+            else ("batch-variant audio encoder")
+        )
+        return f"{self.info.name}:{self.checkpoint} (vllm {self.version}, {invariant})"
+
+    def engine_options(self) -> dict[str, Any]:
+        """`vllm.LLM` arguments; `EARMARK_VLLM_OPTIONS` (JSON) adds to or overrides them."""
+        cpu = self.device == "cpu"
+        options = {
+            "model": str(self.path),
+            "trust_remote_code": True,
+            "dtype": self.dtype_name,
+            "seed": 0,
+            "max_model_len": CONTEXT_TOKENS + self.max_new_tokens,
+            "max_num_seqs": CPU_MAX_SEQS if cpu else GPU_MAX_SEQS,
+            "limit_mm_per_prompt": {"audio": 1},
+            "enable_prefix_caching": True,
+            "enforce_eager": cpu,  # no graph capture on CPU: it only slows the start
+            "earmark_one_audio_per_step": not self.batch_audio,
+        }
+        extra = os.environ.get("EARMARK_VLLM_OPTIONS")
+        if extra:
+            options |= json.loads(extra)
+        return options
+
+    def annotate(
+        self, windows: list[Window], tasks: list[TaskRequest]
+    ) -> list[dict[str, TaskText | str]]:
+        """All (window, task) prompts in ONE engine call: vLLM encodes each window once."""
+        if not windows:
+            return []
+        self.check_tasks(tasks)
+        waves = [self._input(w) for w in windows]
+        prompts = [(self._text(t), i) for i in range(len(waves)) for t in tasks]
+        rows = self.proc.generate(waves, prompts, self.sampling)
+        self.stats.windows += len(windows)
+        self.stats.real_units += sum(len(w) for w in waves)
+        self.stats.padded_units += sum(len(w) for w in waves)  # no padding: paged, per row
+        self.stats.encoder_passes = self.proc.counts.get("encoder_items", 0)
+        self.prompt_tokens += sum(r.prompt_tokens for r in rows)
+        self.cached_tokens += sum(r.cached_tokens for r in rows)
+        out = []
+        for i in range(len(windows)):
+            mine = rows[i * len(tasks) : (i + 1) * len(tasks)]
+            out.append(self.texts(tasks, mine))
+        return out
+
+    def _input(self, w: Window) -> np.ndarray:
+        self.check_window(w)
+        wave = w.features.get("input_values")
+        if wave is None or wave.ndim != 1 or wave.size == 0:
+            got = None if wave is None else tuple(wave.shape)
+            raise ModelInputError(
+                f"window {w.index} of {w.audio_id}: expected 16 kHz samples 'input_values' "
+                f"from {type(self).__name__}.prepare, got {got}"
+            )
+        return wave
+
+    def _text(self, task: TaskRequest) -> str:
+        if task not in self._texts:
+            self._texts[task] = self.prompt_text(task)
+        return self._texts[task]
+
+    def close(self) -> None:
+        self.proc.close()
+
+    # -- per family -----------------------------------------------------------------------------
+    stop_ids: list[int]
+
+    def _local_dir(self) -> Path:
+        raise NotImplementedError
+
+    def _load_tokenizer(self) -> None:
+        raise NotImplementedError
+
+    def prompt_text(self, task: TaskRequest) -> str:
+        """The chat text of a task with one audio placeholder, as the transformers path has it."""
+        raise NotImplementedError
+
+    def texts(self, tasks: list[TaskRequest], rows: list[Any]) -> dict[str, TaskText | str]:
+        raise NotImplementedError
+
+
+class VllmMossModel(VllmModel):
+    info = FAMILIES["moss"]
+
+    def _local_dir(self) -> Path:
+        from earmark.models import moss_ckpt
+
+        path = moss_ckpt.local_dir(self.checkpoint, self.revision)
+        moss_ckpt.check_files(path)
+        return path
+
+    def _load_tokenizer(self) -> None:
+        from earmark.models import moss_ckpt
+
+        self.tokenizer, self.ids = moss_ckpt.tokenizer_ids(self.path)
+        self.stop_ids = self.ids["stop"]
+
+    @classmethod
+    def pad(cls, samples: np.ndarray) -> np.ndarray:
+        from earmark.models.moss import MIN_SAMPLES
+
+        return np.pad(samples, (0, max(0, MIN_SAMPLES - samples.size)))
+
+    def prompt_text(self, task: TaskRequest) -> str:
+        from earmark.models.moss import MossModel
+
+        head, tail = MossModel.chat_halves(task)
+        return head + PLACEHOLDER + tail
+
+    def texts(self, tasks: list[TaskRequest], rows: list[Any]) -> dict[str, TaskText | str]:
+        from earmark.models.moss import row_texts
+
+        cut = [(r.ids[:-1] if r.stopped else r.ids, r.logprobs, r.stopped) for r in rows]
+        return row_texts(self.tokenizer, tasks, cut)
+
+
+class VllmMiDashengLMModel(VllmModel):
+    info = FAMILIES["midashenglm"]
+    stop_tokens = ("<|im_end|>", "<|endoftext|>")  # as the transformers path stops
+
+    def _local_dir(self) -> Path:
+        from earmark.models import hf_common as H
+
+        local, self.checkpoint = H.validate_checkpoint(self.checkpoint, "midashenglm", None)
+        if local:
+            return Path(self.checkpoint)
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(self.checkpoint, revision=self.revision))
+
+    def _load_tokenizer(self) -> None:
+        from earmark.models import hf_common as H
+        from earmark.models.midashenglm import AUDIO_TOKEN
+
+        path = str(self.path)
+        self.tokenizer = H.load_tokenizer(path, "midashenglm", None, True)
+        self.chat_template = H.load_chat_template(self.tokenizer, path, None, True)
+        self.stop_ids = [H.token_id(self.tokenizer, self.stop_tokens[0], path)]
+        extra = self.tokenizer.convert_tokens_to_ids(self.stop_tokens[1])
+        if extra not in (None, self.tokenizer.unk_token_id):
+            self.stop_ids.append(int(extra))
+        H.token_id(self.tokenizer, AUDIO_TOKEN, path)
+
+    @classmethod
+    def pad(cls, samples: np.ndarray) -> np.ndarray:
+        return F.pad_to_min_length(samples)
+
+    def prompt_text(self, task: TaskRequest) -> str:
+        from earmark.models.midashenglm import AUDIO_TOKEN, render_prompt
+        from earmark.models.remote_code import apply_template
+
+        def template(messages: list[dict[str, Any]]) -> str | None:
+            return apply_template(self.tokenizer, self.chat_template, messages, AUDIO_TOKEN, "")
+
+        return render_prompt(prompt_for(self.info.name, task), template)
+
+    def texts(self, tasks: list[TaskRequest], rows: list[Any]) -> dict[str, TaskText | str]:
+        out: dict[str, TaskText | str] = {}
+        for task, r in zip(tasks, rows, strict=True):
+            trace = G.Trace(r.ids, None, r.logprobs, r.ids[-1] if r.stopped else None)
+            out[task.name] = G.task_text(self.tokenizer, trace, self.stop_ids)
+        return out
