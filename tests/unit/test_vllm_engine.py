@@ -1,0 +1,153 @@
+"""`model.engine: vllm` (issue #17): the vLLM backend behind earmark's AudioModel interface.
+
+The rows' texts, log-probabilities and truncation equal the transformers path's for every task,
+for windows of very different lengths alone and batched; each window is encoded once whatever
+the number of tasks; concurrent calls share the engine; failures are named. vLLM runs in its
+own environment (`make vllm-env`, which `make test` builds); the tiny checkpoint is one vLLM's
+own MOSS implementation loads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from earmark.audio.windows import Window
+from earmark.contracts import TaskRequest
+from earmark.models.base import ModelLoadError
+from earmark.models.moss import MossModel
+from earmark.models.vllm_engine import REPO_VENV
+from earmark.testing.tiny_moss import build_tiny_moss
+
+pytestmark = pytest.mark.slow
+DURATIONS_S = (0.025, 1.5, 4.5, 9.0, 20.0)  # one token; one 4-s chunk; two; three; five
+TASKS = [
+    TaskRequest(name="asr"),
+    TaskRequest(name="caption"),
+    TaskRequest(name="tags"),
+    TaskRequest(name="mood", prompt="What is the mood?"),
+]
+MAX_TOKENS = 6
+LOGPROB_ATOL = 1e-3  # float32 on both sides; measured differences are ~2e-5
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    if not REPO_VENV.exists() and not os.environ.get("EARMARK_VLLM_PYTHON"):
+        pytest.fail(f"{REPO_VENV} does not exist: run `make vllm-env` (make test does)")
+    return build_tiny_moss(tmp_path_factory.mktemp("moss"), vllm_ready=True, init_std=0.5)
+
+
+@pytest.fixture(scope="module")
+def engines(ckpt):
+    from earmark.models.vllm_models import VllmMossModel
+
+    v = VllmMossModel(str(ckpt), device="cpu", max_new_tokens=MAX_TOKENS)
+    yield v, MossModel(str(ckpt), device="cpu", max_new_tokens=MAX_TOKENS)
+    v.close()
+
+
+def clips(seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(int(d * 16_000))).astype(np.float32) for d in DURATIONS_S]
+
+
+def windows(model_cls, xs: list[np.ndarray]) -> list[Window]:
+    return [
+        Window("a", i, 0.0, len(x) / 16_000, len(x), model_cls.prepare(x)) for i, x in enumerate(xs)
+    ]
+
+
+def assert_same(ours, theirs, where: str) -> None:
+    for name, a in ours.items():
+        b = theirs[name]
+        assert a.text == b.text, f"{where} {name}: {a.text!r} != {b.text!r}"
+        assert a.truncated == b.truncated, f"{where} {name}"
+        assert a.avg_logprob == pytest.approx(b.avg_logprob, abs=LOGPROB_ATOL), f"{where} {name}"
+
+
+def test_every_task_equals_the_transformers_path_alone_and_batched(engines):
+    v, hf = engines
+    xs = clips()
+    ref = hf.annotate(windows(MossModel, xs), TASKS)
+    batched = v.annotate(windows(type(v), xs), TASKS)  # first: nothing cached yet
+    alone = [v.annotate(windows(type(v), [x]), TASKS)[0] for x in xs]
+    for i, d in enumerate(DURATIONS_S):
+        assert_same(batched[i], ref[i], f"{d} s batched")
+        assert_same(alone[i], ref[i], f"{d} s alone")
+    texts = {r[t.name].text for r in ref for t in TASKS}
+    assert len(texts) > len(DURATIONS_S)  # the audio and the task change the output
+    assert "batch-invariant" in v.name and "vllm" in v.name  # the row's `model` says so
+
+
+def test_each_window_is_encoded_once_for_all_its_tasks(engines):
+    v, _ = engines
+    xs = clips(seed=2)  # audio the engine has not seen: nothing cached
+    before = v.proc.stats()
+    prompt0, cached0 = v.prompt_tokens, v.cached_tokens
+    v.annotate(windows(type(v), xs), TASKS)
+    after = v.proc.stats()
+    assert after["encoder_items"] - before["encoder_items"] == len(xs)  # not len(xs) × 4
+    assert after["prompts"] - before["prompts"] == len(xs) * len(TASKS)
+    first_prefill = (v.prompt_tokens - prompt0) - (v.cached_tokens - cached0)
+    # asking again: the audio prefixes come from the prefix cache, the encoder is not run
+    prompt1, cached1 = v.prompt_tokens, v.cached_tokens
+    v.annotate(windows(type(v), xs), TASKS)
+    again = v.proc.stats()
+    assert again["encoder_items"] == after["encoder_items"]
+    assert (v.prompt_tokens - prompt1) - (v.cached_tokens - cached1) < first_prefill / 2
+
+
+def test_concurrent_calls_share_the_running_batch(engines):
+    v, _ = engines
+    xs = clips(seed=3)
+    expected = [v.annotate(windows(type(v), [x]), TASKS[:2])[0] for x in xs]
+    got: dict[int, dict] = {}
+    start = threading.Barrier(len(xs))
+
+    def call(i: int) -> None:
+        start.wait()
+        got[i] = v.annotate(windows(type(v), [xs[i]]), TASKS[:2])[0]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    for i in range(len(xs)):
+        assert_same(got[i], expected[i], f"call {i}")
+    # more rows were in the engine at once than any single call (2 tasks) holds
+    assert v.proc.stats()["max_in_flight"] > len(TASKS[:2])
+
+
+def test_a_missing_vllm_is_named_with_the_fix(ckpt, monkeypatch):
+    from earmark.models.vllm_models import VllmMossModel
+
+    monkeypatch.setenv("EARMARK_VLLM_PYTHON", "/nonexistent/python")
+    with pytest.raises(ModelLoadError, match="EARMARK_VLLM_PYTHON=/nonexistent/python"):
+        VllmMossModel.preflight(str(ckpt))
+
+
+def test_an_engine_that_cannot_start_says_why(ckpt, tmp_path):
+    from earmark.models.vllm_engine import VllmProcess
+
+    with pytest.raises(ModelLoadError, match="did not start") as err:
+        VllmProcess({"model": str(tmp_path / "no-such-checkpoint"), "max_model_len": 64})
+    assert "no-such-checkpoint" in str(err.value)
+
+
+def test_an_engine_that_dies_is_a_machine_failure_not_an_input_error(ckpt):
+    from earmark.annotate.failures import FailureKind, classify
+    from earmark.models.vllm_models import VllmMossModel
+
+    v = VllmMossModel(str(ckpt), device="cpu", max_new_tokens=2)
+    v.proc.proc.kill()
+    v.proc.proc.wait()
+    with pytest.raises(RuntimeError, match="vLLM engine process") as err:
+        v.annotate(windows(VllmMossModel, clips()[:1]), TASKS[:1])
+    assert classify(err.value) == FailureKind.FATAL  # never an error row: the actor restarts
+    v.close()
