@@ -203,6 +203,11 @@ class Ingress:
             "max_batch_size_seen": max(self.batch_sizes, default=0),
             "responses": {str(k): v for k, v in sorted(CatchAll.responses.items())},
             "max_batch_size": self.spec.batching.max_batch_size,
+            # vLLM: what the engine of the replica that answers did (encoder items, most
+            # requests in flight at once); None on the transformers engine
+            "engine": (
+                await self.model.engine_stats.remote() if self.spec.model.engine != "hf" else None
+            ),
         }
 
     @api.get("/openapi.json", include_in_schema=False)
