@@ -155,6 +155,28 @@ def bench_model_cmd(
     bench_model(workdir)
 
 
+@bench_app.command("engine")
+def bench_engine_cmd(
+    model: Annotated[
+        str, typer.Option(help="FAMILY[:CHECKPOINT] (moss, midashenglm); tiny one when bare")
+    ] = "moss",
+    windows: Annotated[int, typer.Option(min=1, help="Windows (1-30 s, fixed seed)")] = 32,
+    tasks: Annotated[str, typer.Option(help="Tasks asked of every window")] = "asr,caption,tags",
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per model call")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    repeats: Annotated[int, typer.Option(min=1, help="Alternating runs per engine")] = 3,
+    workdir: Annotated[str | None, typer.Option(help="Where to build tiny checkpoints")] = None,
+) -> None:
+    """The same windows through the hf and vllm engines: audio-s/s, tokens/s, padding, peak
+    memory, and what vLLM spent per window on encoder and prefill."""
+    from earmark.bench.engine_bench import bench_engine
+
+    try:
+        bench_engine(model, windows, tasks, batch_size, max_new_tokens, repeats, workdir)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+
+
 @bench_app.command("run")
 def bench_run_cmd(
     minutes: Annotated[float, typer.Option(help="Minutes of audio in the corpus")] = 30.0,
