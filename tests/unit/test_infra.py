@@ -118,3 +118,20 @@ def test_rayjob_runs_a_job_spec_from_jobs_on_the_raycluster():
 @pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml"])
 def test_manifests_name_the_app(name):
     assert manifest(name)["metadata"]["labels"]["app.kubernetes.io/name"] == "earmark"
+
+
+def test_the_image_and_make_install_the_vllm_ray_llm_pins_in_their_own_environment():
+    """vLLM's CUDA build is the one Ray's `ray[llm]` extra names, in a venv of its own that
+    earmark finds through EARMARK_VLLM_PYTHON; earmark's own dependencies never name vLLM."""
+    from importlib.metadata import requires
+
+    (pin,) = [r.split(";")[0].strip() for r in requires("ray") if r.startswith("vllm")]
+    script = (REPO / "scripts" / "vllm_env.sh").read_text()
+    assert f'VLLM_SPEC="${{VLLM_SPEC:-{pin}}}"' in script  # VLLM_TARGET=cuda
+    assert "VLLM_TARGET=cuda bash /tmp/vllm_env.sh /opt/vllm" in DOCKERFILE
+    assert "ENV EARMARK_VLLM_PYTHON=/opt/vllm/bin/python" in DOCKERFILE
+    deps = PYPROJECT["project"]["dependencies"] + sum(
+        PYPROJECT["project"]["optional-dependencies"].values(), []
+    )
+    assert not [d for d in deps if d.startswith("vllm")]
+    assert ".venv-vllm" in (INFRA / "Dockerfile.dockerignore").read_text()
