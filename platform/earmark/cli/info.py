@@ -19,15 +19,23 @@ app.add_typer(schemas_app, name="schemas")
 
 @models_app.command("list")
 def models_list() -> None:
-    """Families, default checkpoints, window length and audio tokens per second."""
+    """Families, default checkpoints, window length, audio tokens per second, engines."""
     from earmark.contracts import FAMILIES
 
-    t = Table("family", "default checkpoint", "window", "audio tokens/s", "tasks", expand=False)
+    t = Table(
+        "family", "default checkpoint", "window", "audio tokens/s", "tasks", "engines",
+        expand=False,
+    )  # fmt: skip
     t.columns[1].no_wrap = True
     for info in FAMILIES.values():
         tps = "—" if info.audio_tokens_per_s is None else f"{info.audio_tokens_per_s:g}"
         t.add_row(
-            info.name, info.default_checkpoint, f"{info.window_s:g} s", tps, ", ".join(info.tasks)
+            info.name,
+            info.default_checkpoint,
+            f"{info.window_s:g} s",
+            tps,
+            ", ".join(info.tasks),
+            ", ".join(info.engines),
         )
     out.print(t)
 
