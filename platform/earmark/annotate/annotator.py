@@ -119,14 +119,18 @@ class Annotator:
             except ModelInputError as exc:
                 errors[i] = str(exc)
         sub = [windows[i] for i in good]
-        buckets = bucket_windows(sub, self.spec.batch_size)
+        paged = getattr(self.model, "concurrent_calls", False)
+        # an engine that schedules rows itself (vLLM) gets every window in one call: it pages
+        # its KV cache per row, so there is no padding to bucket against and no batch to fill
+        buckets = [list(range(len(sub)))] if paged else bucket_windows(sub, self.spec.batch_size)
         model_s = 0.0
         for bucket in buckets:
             with self._model_lock:
                 t0 = time.perf_counter()
                 self._run_bucket([good[j] for j in bucket], windows, tasks, texts, errors)
                 model_s += time.perf_counter() - t0
-        return texts, errors, padding_of(sub, buckets), model_s
+        real = sum(w.num_samples for w in sub)
+        return texts, errors, (real, real) if paged else padding_of(sub, buckets), model_s
 
     def annotate_gated(
         self, windows: list[Window], tasks: list[TaskRequest]

@@ -34,7 +34,13 @@ class ModelSpec(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="auto: bfloat16 on CUDA, float32 on CPU"
     )
-    batch_size: int = Field(default=8, ge=1, le=512, description="Windows per model call")
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=512,
+        description="Windows per model call (engine vllm: every window of a block goes in one "
+        "call and the engine schedules the rows itself, up to its max_num_seqs)",
+    )
     max_new_tokens: int = Field(default=256, ge=1, le=8192, description="Generation limit per task")
     pack_windows: bool = Field(
         default=True,
