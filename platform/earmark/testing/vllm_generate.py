@@ -6,6 +6,10 @@ vLLM's own torch and transformers.
 REQUEST.json: {"model": DIR, "max_tokens": N, "calls": [[{"prompt": TEXT, "audio": NPY}, ...],
 ...]}; each call is one `LLM.generate` over its prompts (a batch), audio a 16 kHz float32 .npy.
 Output per prompt: {"call", "index", "prompt_tokens", "ids", "logprobs", "finish"}.
+
+An audio file gets one id per call (`multi_modal_uuids`): prompts of one call share its
+encoding, as in production, but no call reuses an encoder output a former call cached — so a
+call of one prompt shows that audio encoded alone, and a batch shows it encoded in the batch.
 """
 
 from __future__ import annotations
@@ -40,7 +44,11 @@ def main(path: str) -> None:
     params = SamplingParams(temperature=0.0, max_tokens=int(req["max_tokens"]), logprobs=1)
     for c, call in enumerate(req["calls"]):
         prompts = [
-            {"prompt": p["prompt"], "multi_modal_data": {"audio": (np.load(p["audio"]), 16_000)}}
+            {
+                "prompt": p["prompt"],
+                "multi_modal_data": {"audio": (np.load(p["audio"]), 16_000)},
+                "multi_modal_uuids": {"audio": [f"call{c}:{p['audio']}"]},
+            }
             for p in call
         ]
         for i, out in enumerate(llm.generate(prompts, params, use_tqdm=False)):

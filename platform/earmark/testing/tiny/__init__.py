@@ -4,7 +4,8 @@
 the production path (`AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)`):
 config.json with `auto_map`, the stand-in modeling/configuration files of this package,
 random weights (fixed seed), a small BPE tokenizer with the family's special tokens, a chat
-template and, for eureka, `mel_filters.npz`. Nothing is downloaded.
+template and, for eureka, `mel_filters.npz`; for midashenglm, the processor files vLLM's own
+MiDashengLM loads too (tests/unit/test_midashenglm_vllm_parity.py). Nothing is downloaded.
 """
 
 from __future__ import annotations

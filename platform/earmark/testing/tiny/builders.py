@@ -100,21 +100,21 @@ def _finish(model, path: Path, auto_map: dict, code: list[str]) -> Path:
 
 
 def _text_config(tok, ids: dict[str, int], **extra) -> dict:
-    """The tiny Qwen-style LLM of a stand-in checkpoint."""
-    return dict(
+    """The tiny Qwen-style LLM of a stand-in checkpoint; `extra` adds or overrides keys."""
+    config = dict(
         vocab_size=_padded_vocab(len(tok)),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        **extra,
         max_position_embeddings=4096,
         tie_word_embeddings=False,  # the real LLMs may tie; a tied *random* model repeats itself
         bos_token_id=None,
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
+    return config | extra
 
 
 def _init_embeddings(lm, tok) -> None:
@@ -180,7 +180,43 @@ def build_eureka(path: Path, *, seed: int = 0) -> Path:
     )
 
 
+# the processor files of a MiDashengLM checkpoint, which vLLM loads (AutoProcessor, remote code)
+DASHENG_FEATURE_EXTRACTOR = {
+    "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+    "feature_size": 1,
+    "sampling_rate": 16_000,
+    "padding_value": 0.0,
+    "padding_side": "right",
+    "do_normalize": False,  # the encoder takes the raw waveform
+    "return_attention_mask": True,
+    "processor_class": "MiDashengLMProcessor",
+}
+DASHENG_PROCESSOR = {
+    "processor_class": "MiDashengLMProcessor",
+    "auto_map": {"AutoProcessor": "processing_midashenglm.MiDashengLMProcessor"},
+    "audio_token": "<|AUDIO|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+    "model_subsampling": 5,
+}
+
+
+def _write_json_keys(file: Path, top: dict, **sections: dict) -> None:
+    """Set keys in a saved JSON file, at the top and inside named sub-objects (transformers
+    leaves out values equal to its defaults, which other readers default differently)."""
+    raw = json.loads(file.read_text())
+    raw.update(top)
+    for name, keys in sections.items():
+        raw[name].update(keys)
+    file.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+
+
 def build_midashenglm(path: Path, *, seed: int = 0) -> Path:
+    """A tiny MiDashengLM that earmark's backend (trust_remote_code) and vLLM's own MiDashengLM
+    both load: the real weight names, a Qwen2 LLM with head_dim 32 (vLLM's CPU attention
+    refuses 16), rope_theta and untied embeddings written out in config.json, and the
+    processor files (preprocessor_config.json, processor_config.json, processing_midashenglm.py)
+    vLLM's processing reads. The mel filters are computed, not saved, as in the release."""
     from earmark.testing.tiny.configuration_midashenglm import MiDashengLMConfig
     from earmark.testing.tiny.modeling_midashenglm import MiDashengLMModel
 
@@ -202,7 +238,13 @@ def build_midashenglm(path: Path, *, seed: int = 0) -> Path:
         patch_stride=[64, 4],
         target_length=1008,
     )
-    text = _text_config(tok, ids)
+    text = _text_config(
+        tok,
+        ids,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        rope_theta=1_000_000.0,  # Qwen2.5's, and what vLLM assumes when it finds none
+    )
     config = MiDashengLMConfig(
         audio_encoder_config=encoder,
         text_config=text,
@@ -220,12 +262,21 @@ def build_midashenglm(path: Path, *, seed: int = 0) -> Path:
         bn.running_mean.fill_(-40.0)  # dB mels: centre and scale them like a trained BN would
         bn.running_var.fill_(30.0**2)
         _init_embeddings(model.decoder, tok)
-    return _finish(
+    _finish(
         model,
         path,
         {
             "AutoConfig": "configuration_midashenglm.MiDashengLMConfig",
             "AutoModelForCausalLM": "modeling_midashenglm.MiDashengLMModel",
         },
-        ["configuration_midashenglm.py", "modeling_midashenglm.py"],
+        ["configuration_midashenglm.py", "modeling_midashenglm.py", "processing_midashenglm.py"],
     )
+    untied = {"tie_word_embeddings": False}
+    _write_json_keys(
+        path / "config.json",
+        untied,
+        text_config={**untied, "rope_theta": text["rope_theta"]},
+    )
+    (path / "preprocessor_config.json").write_text(json.dumps(DASHENG_FEATURE_EXTRACTOR, indent=2))
+    (path / "processor_config.json").write_text(json.dumps(DASHENG_PROCESSOR, indent=2))
+    return path

@@ -1,7 +1,7 @@
 """Stand-in configuration for MiDashengLM's remote code (tests and benchmarks only).
 
 Key names follow the published config (`audio_encoder_config`, `subsample_factor`, `text_config`,
-`audio_token_id`); values are tiny.
+`audio_token_id`), which vLLM's own MiDashengLM config class reads too; values are tiny.
 """
 
 from transformers import PretrainedConfig, Qwen2Config
@@ -28,6 +28,8 @@ class DashengConfig(PretrainedConfig):
         f_min: float = 0.0,
         f_max: float = 8000.0,
         center: bool = True,
+        input_channels: int = 1,
+        init_values: float | None = None,
         **kwargs,
     ):
         self.embed_dim = embed_dim
@@ -46,6 +48,8 @@ class DashengConfig(PretrainedConfig):
         self.f_min = f_min
         self.f_max = f_max
         self.center = center
+        self.input_channels = input_channels
+        self.init_values = init_values  # LayerScale of each block's two branches, when set
         super().__init__(**kwargs)
 
 

@@ -1,14 +1,26 @@
 """Stand-in for MiDashengLM's remote modeling code (tests and benchmarks only).
 
-A plain-torch model with the module names and call signatures of the published port
-(`xiaomi-research/dasheng-lm`): `audio_encoder` (mel front end -> init_bn -> patch_embed ->
-positional embeddings -> pre-LN ViT blocks over 1008-frame splits -> norm; `forward(input_values,
-audio_length) -> (frames, mask)`), `audio_projector` (5 frames concatenated -> net.0, GELU,
-net.2; `forward(x, mask) -> (tokens, mask)`) and `decoder` (`Qwen2ForCausalLM`).
-`generate(input_ids, attention_mask, input_values, audio_length, ...)` returns only new tokens.
+A plain-torch model with the module names, weight names and call signatures of the published
+port (`xiaomi-research/dasheng-lm`, whose architecture vLLM's `midashenglm.py` follows):
+`audio_encoder` (mel front end -> init_bn -> patch_embed -> positional embeddings -> pre-LN ViT
+blocks over `target_length`-frame splits -> norm; `forward(input_values, audio_length) ->
+(frames, mask)`), `audio_projector` (5 frames concatenated -> net.0, GELU, net.2; `forward(x,
+mask) -> (tokens, mask)`) and `decoder` (`Qwen2ForCausalLM`). `generate(input_ids,
+attention_mask, input_values, audio_length, ...)` returns only new tokens.
 
-Unlike the original front end (dB range taken over the whole batch), the mel is computed per
-sample on its real length, so one audio gives the same features in any batch.
+What it shares with the real encoder, so that vLLM's implementation loads these weights and
+computes the same numbers: a power spectrogram (Hann window, n_fft 512, hop 160, centred with
+reflect padding), HTK mel filters without normalization (torchaudio's `melscale_fbanks`
+defaults), 10·log10(max(mel, 1e-10)) floored at 120 dB below the sample's loudest bin, an
+eval-mode BatchNorm over the mel bins, patches of 64×4 frames, positional embeddings indexed
+from each split's start, and a key mask of `audio_length // (4 * hop)` valid patches.
+
+One difference: the mel is computed per sample on its real length, so one audio gives the same
+features in any batch. The real front end runs on the zero-padded batch, where the frames within
+256 samples of an audio's end see zeros instead of the reflected signal; in a batch with longer
+audio that changes the output when a kept token reads such a frame (e.g. `audio_length % 640`
+<= 95; see tests/unit/test_midashenglm_vllm_parity.py). The mel buffers are not saved
+(`persistent=False`): vLLM builds its own.
 """
 
 import math
@@ -30,15 +42,16 @@ def _hz_to_mel_htk(f):
 
 
 def htk_mel_filters(n_freqs: int, n_mels: int, sr: int, f_min: float, f_max: float):
-    """Triangular HTK-scale filters without normalization, [n_freqs, n_mels]."""
-    all_freqs = torch.linspace(0, sr // 2, n_freqs, dtype=torch.float64)
+    """Triangular HTK-scale filters without normalization, [n_freqs, n_mels], computed in
+    float32 like torchaudio's `melscale_fbanks` (which the real front end uses)."""
+    all_freqs = torch.linspace(0, sr // 2, n_freqs)
     m_pts = torch.linspace(_hz_to_mel_htk(f_min), _hz_to_mel_htk(f_max), n_mels + 2)
-    f_pts = 700.0 * (10 ** (m_pts.double() / 2595.0) - 1.0)
+    f_pts = 700.0 * (10.0 ** (m_pts / 2595.0) - 1.0)
     f_diff = f_pts[1:] - f_pts[:-1]
     slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
     down = -slopes[:, :-2] / f_diff[:-1]
     up = slopes[:, 2:] / f_diff[1:]
-    return torch.clamp(torch.minimum(down, up), min=0.0).float()
+    return torch.clamp(torch.minimum(down, up), min=0.0)
 
 
 def num_audio_tokens(num_samples: int, hop: int = 160, subsample: int = 5) -> int:
@@ -49,10 +62,12 @@ class MelFrontEnd(nn.Module):
     def __init__(self, cfg: DashengConfig):
         super().__init__()
         self.n_fft, self.hop, self.win = cfg.n_fft, cfg.hop_length, cfg.win_length
-        self.register_buffer("window", torch.hann_window(cfg.win_length))
+        self.center = cfg.center
+        # not saved: computed from the config, as the real front end does
+        self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
         n_freqs = cfg.n_fft // 2 + 1
         fb = htk_mel_filters(n_freqs, cfg.n_mels, cfg.sample_rate, cfg.f_min, cfg.f_max)
-        self.register_buffer("fb", fb)
+        self.register_buffer("fb", fb, persistent=False)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """[samples] -> [n_mels, 1 + samples // hop] dB mel of one audio."""
@@ -62,11 +77,11 @@ class MelFrontEnd(nn.Module):
             hop_length=self.hop,
             win_length=self.win,
             window=self.window.float(),
-            center=True,
+            center=self.center,
             pad_mode="reflect",
             return_complex=True,
         )
-        mel = self.fb.float().T @ spec.abs().pow(2)
+        mel = (spec.abs().pow(2).T @ self.fb.float()).T
         db = 10.0 * torch.log10(mel.clamp(min=MIN_POWER))
         return torch.maximum(db, db.max() - TOP_DB)
 
@@ -83,6 +98,10 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if key_mask is not None:
+            # a row with no key to attend to gets a zero output, as torch's SDPA gives the real
+            # encoder (and vLLM's) on current torch; stated here, so no torch version gives NaN
+            out = out.masked_fill(~key_mask.any(-1)[:, None, None, None], 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
@@ -97,6 +116,15 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
 class Block(nn.Module):
     def __init__(self, cfg: DashengConfig):
         super().__init__()
@@ -105,10 +133,13 @@ class Block(nn.Module):
         self.attn = Attention(dim, cfg.num_heads, cfg.qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+        init = getattr(cfg, "init_values", None)  # per-channel output scales, when configured
+        self.ls1 = LayerScale(dim, init) if init else nn.Identity()
+        self.ls2 = LayerScale(dim, init) if init else nn.Identity()
 
     def forward(self, x, key_mask):
-        x = x + self.attn(self.norm1(x), key_mask)
-        return x + self.mlp(self.norm2(x))
+        x = x + self.ls1(self.attn(self.norm1(x), key_mask))
+        return x + self.ls2(self.mlp(self.norm2(x)))
 
 
 class PatchEmbed(nn.Module):
@@ -148,8 +179,10 @@ class DashengAudioTransformer(nn.Module):
         x = self.init_bn(x.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
         x = self.patch_embed(x)  # [B, D, 1, t]
         t = x.shape[-1]
+        # the real encoder's key mask: audio_length // 640 valid patches (4 hops a patch); a
+        # patch over the last partial frames is computed but nothing attends to it
         valid = torch.tensor(
-            [(1 + int(n) // self.cfg.hop_length) // PATCH_FRAMES for n in audio_length],
+            [int(n) // (self.cfg.hop_length * PATCH_FRAMES) for n in audio_length],
             device=x.device,
         )
         mask = torch.arange(t, device=x.device)[None, :] < valid[:, None]
@@ -160,8 +193,6 @@ class DashengAudioTransformer(nn.Module):
             part = part + self.time_pos_embed[..., : part.shape[-1]] + self.freq_pos_embed
             part = part.flatten(2).transpose(1, 2)  # [B, tc, D]
             keys = mask[:, start : start + split]
-            # a split holding only padding attends everywhere (avoids NaN; it is dropped later)
-            keys = keys | ~keys.any(dim=-1, keepdim=True)
             for block in self.blocks:
                 part = block(part, keys)
             outs.append(self.norm(part))

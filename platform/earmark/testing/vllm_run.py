@@ -1,0 +1,49 @@
+"""Run `vllm_generate.py` in vLLM's own environment from the project's Python (parity tests).
+
+vLLM's torch and transformers cannot share the project's, so `make vllm-env` builds
+`.venv-vllm` (override with EARMARK_VLLM_PYTHON) and this module only starts its Python on a
+request file; nothing here imports vllm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from earmark.testing import vllm_generate
+
+REPO = Path(__file__).resolve().parents[3]
+VLLM_PYTHON = Path(os.environ.get("EARMARK_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
+
+
+class VllmRunError(RuntimeError):
+    pass
+
+
+def run_vllm(
+    ckpt: str | Path,
+    calls: list[list[dict[str, str]]],
+    workdir: str | Path,
+    *,
+    max_tokens: int,
+    timeout_s: float = 600,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One engine over `calls` (see vllm_generate.py): ({"engine_start_s": ...}, one dict per
+    prompt with "call", "index", "prompt_tokens", "ids", "logprobs", "finish")."""
+    if not VLLM_PYTHON.exists():
+        raise VllmRunError(f"{VLLM_PYTHON} does not exist: run `make vllm-env` (make test does)")
+    workdir = Path(workdir)
+    req = workdir / "request.json"
+    req.write_text(json.dumps({"model": str(ckpt), "max_tokens": max_tokens, "calls": calls}))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run(
+        [str(VLLM_PYTHON), vllm_generate.__file__, str(req)],
+        capture_output=True, text=True, timeout=timeout_s, env=env, cwd=workdir,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise VllmRunError(f"vLLM exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    return lines[0], lines[1:]
