@@ -54,8 +54,12 @@ def content(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def test_run_on_vllm_gives_the_rows_of_hf(moss, tmp_path):
-    model = {"family": "moss", "checkpoint": str(moss), "max_new_tokens": MAX_TOKENS}
+@pytest.mark.parametrize("family", ["moss", "midashenglm"])
+def test_run_on_vllm_gives_the_rows_of_hf(family, moss, tmp_path):
+    from earmark.testing.tiny import build_tiny_checkpoint
+
+    ckpt = moss if family == "moss" else build_tiny_checkpoint(family, tmp_path / "ckpt")
+    model = {"family": family, "checkpoint": str(ckpt), "max_new_tokens": MAX_TOKENS}
     hf = JobSpec(
         source=str(DEMO / "manifest.jsonl"), output=str(tmp_path / "hf"), tasks=TASKS, model=model
     )
@@ -64,7 +68,7 @@ def test_run_on_vllm_gives_the_rows_of_hf(moss, tmp_path):
     # the user's command, as a user types it
     cmd = [
         sys.executable, "-m", "earmark.cli", "run", str(DEMO / "manifest.jsonl"),
-        "--out", str(tmp_path / "vllm"), "--model", f"moss:{moss}", "--engine", "vllm",
+        "--out", str(tmp_path / "vllm"), "--model", f"{family}:{ckpt}", "--engine", "vllm",
         "--tasks", TASKS, "--max-new-tokens", str(MAX_TOKENS), "--cpus", "2",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
@@ -73,7 +77,7 @@ def test_run_on_vllm_gives_the_rows_of_hf(moss, tmp_path):
     theirs = read_output(str(tmp_path / "vllm")).to_pylist()
     assert len(theirs) == 14 and all(r["status"] == "ok" for r in theirs)
     assert content(theirs) == content(ours)
-    assert {r["model"] for r in theirs} == {f"moss:{moss} (vllm 0.32.0, batch-invariant)"}
+    assert {r["model"] for r in theirs} == {f"{family}:{ckpt} (vllm 0.32.0, batch-invariant)"}
     assert len({r["caption"] for r in theirs}) > 5  # the clips get different outputs
     assert any(r["flags"] and "no_speech" in r["flags"] for r in theirs)  # the gate ran
 
