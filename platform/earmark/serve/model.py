@@ -39,6 +39,7 @@ import logging
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray import serve
@@ -50,6 +51,7 @@ from earmark.models.base import ModelInputError
 
 log = logging.getLogger(__name__)
 
+CONTINUOUS_THREADS = 512  # engine vllm: requests a replica can have in its engine at once
 FATAL_AFTER_FAILURES = 3  # consecutive failed batches (not fatal, not input) before unhealthy
 UNAVAILABLE = "unavailable"  # result kind the ingress answers with 503
 
@@ -98,6 +100,9 @@ class AnnotatorDeployment:
         self.idle.set()
         self.pid = os.getpid()
         self.continuous = self.annotator.spec.engine == "vllm"  # the engine batches requests
+        # continuous batching: a thread per request in flight, each waiting on the engine (the
+        # loop's default pool, min(32, cores + 4) threads, would cap what the engine sees)
+        self.pool = ThreadPoolExecutor(CONTINUOUS_THREADS) if self.continuous else None
         self.base_wait_s, self.load_wait_fraction, self.max_load_wait_s = 0.05, 0.0, 0.0
         log.info("Annotator replica ready: %s (pid %d)", self.annotator.model.name, self.pid)
 
@@ -142,7 +147,8 @@ class AnnotatorDeployment:
         if self.broken:  # answered at once; check_health has Serve replace this replica
             return [self._unavailable() for _ in items]
         try:
-            results = await asyncio.to_thread(run_items, self.annotator, items)
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(self.pool, run_items, self.annotator, items)
             self.failures = 0
         except ModelInputError as exc:  # not the replica's fault
             results = [{"error": str(exc), "kind": "model_error"}] * n
