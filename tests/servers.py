@@ -3,6 +3,9 @@ earmark.testing.s3server, shared with `earmark bench scale`) and proxies in fron
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from earmark.testing.s3server import (  # noqa: F401  (re-exported: the tests import them here)
     S3_ADMIN,
     S3_READER,
@@ -239,3 +242,23 @@ class ThrottlingProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.contextmanager
+def serve_app(spec, api_key: str | None = None, timeout_s: float = 240) -> Iterator[str]:
+    """The earmark Serve application of `spec` on a free loopback port; yields its base URL and
+    shuts Serve down after."""
+    from ray import serve
+
+    from earmark.serve.app import build_application
+    from earmark.serve.config import APP_NAME
+    from earmark.serve.run import wait_ready
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_application(spec, api_key=api_key), name=APP_NAME, route_prefix="/")
+        wait_ready(APP_NAME, timeout_s=timeout_s)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()

@@ -27,7 +27,7 @@ import earmark
 from earmark.contracts import OUTPUT_SCHEMA, OutputRow
 from earmark.evaluation.wer import edit_counts, tokens
 from paths import DEMO, REPO
-from servers import free_port
+from servers import serve_app
 
 KEY = "test-key-7c1f"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -58,11 +58,7 @@ def wav_bytes(seconds: float, sr: int = 16_000) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(ray_session, s3_server):
-    from ray import serve
-
-    from earmark.serve.app import build_application
-    from earmark.serve.config import APP_NAME, ServeSpec
-    from earmark.serve.run import wait_ready
+    from earmark.serve.config import ServeSpec
 
     s3_server.admin.pipe("audio/fox.wav", (DEMO / "s01_fox.wav").read_bytes())
     spec = ServeSpec.model_validate(
@@ -86,12 +82,8 @@ def server(ray_session, s3_server):
             "health_check_period_s": 2,
         }
     )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_application(spec, api_key=KEY), name=APP_NAME, route_prefix="/")
-    wait_ready(APP_NAME, timeout_s=240)
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    with serve_app(spec, api_key=KEY) as url:
+        yield url
 
 
 def post_file(url: str, name: str, data: bytes | None = None, **kw) -> httpx.Response:

@@ -17,7 +17,7 @@ import soundfile as sf
 
 from audio_factory import tone
 from earmark.testing.faulty import loads, write_plan
-from servers import free_port
+from servers import serve_app
 
 REPLACE_TIMEOUT_S = 180.0  # Serve notices within a health-check period, then starts a replica
 
@@ -30,11 +30,7 @@ def wav_bytes(seconds: float, sr: int = 16_000) -> bytes:
 
 @pytest.fixture(scope="module")
 def faulty_server(ray_session, tmp_path_factory):
-    from ray import serve
-
-    from earmark.serve.app import build_application
-    from earmark.serve.config import APP_NAME, ServeSpec
-    from earmark.serve.run import wait_ready
+    from earmark.serve.config import ServeSpec
 
     root = tmp_path_factory.mktemp("faulty")
     marker = root / "device_lost"
@@ -55,12 +51,8 @@ def faulty_server(ray_session, tmp_path_factory):
             "health_check_timeout_s": 10,
         }
     )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_application(spec), name=APP_NAME, route_prefix="/")
-    wait_ready(APP_NAME, timeout_s=240)
-    yield f"http://127.0.0.1:{port}", ckpt, marker
-    serve.shutdown()
+    with serve_app(spec) as url:
+        yield url, ckpt, marker
 
 
 def annotate(url: str, seconds: float) -> httpx.Response:

@@ -23,7 +23,7 @@ from earmark.contracts import JobSpec
 from earmark.sink.shards import read_output
 from earmark.testing.tiny_moss import build_tiny_moss
 from paths import DEMO, REPO
-from servers import free_port
+from servers import serve_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 TASKS = "asr,caption"
@@ -87,11 +87,7 @@ def test_run_on_vllm_gives_the_rows_of_hf(family, moss, tmp_path):
 
 @pytest.fixture(scope="module")
 def server(ray_session, moss):
-    from ray import serve
-
-    from earmark.serve.app import build_application
-    from earmark.serve.config import APP_NAME, ServeSpec
-    from earmark.serve.run import wait_ready
+    from earmark.serve.config import ServeSpec
 
     spec = ServeSpec.model_validate(
         {
@@ -108,12 +104,8 @@ def server(ray_session, moss):
             "ingress": {"num_cpus": 0.25},
         }
     )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_application(spec, api_key=KEY), name=APP_NAME, route_prefix="/")
-    wait_ready(APP_NAME, timeout_s=300)
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    with serve_app(spec, api_key=KEY, timeout_s=300) as url:
+        yield url
 
 
 async def _many(url: str, names: list[str]) -> list[httpx.Response]:

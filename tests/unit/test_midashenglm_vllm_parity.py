@@ -28,14 +28,12 @@ import numpy as np
 import pytest
 
 from earmark.audio import features as F
-from earmark.audio.windows import Window
 from earmark.contracts import TaskRequest
 from earmark.models.midashenglm import MiDashengLMModel
 from earmark.models.prompts import prompt_for
 from earmark.testing.tiny import build_tiny_checkpoint
-from earmark.testing.vllm_run import run_vllm
+from earmark.testing.vllm_run import clip_windows, noise_clips, run_vllm
 
-SR = 16_000
 DURATIONS_S = (0.1, 1.5, 7.0, 14.0)  # under the minimum; one split; one; two
 TASKS = [TaskRequest(name="asr"), TaskRequest(name="caption")]
 MAX_TOKENS = 8
@@ -64,23 +62,13 @@ def ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("audio")
-    rng = np.random.default_rng(7)
-    paths = []
-    for i, d in enumerate(DURATIONS_S):
-        x = (0.1 * rng.standard_normal(round(d * SR))).astype(np.float32)
-        np.save(folder / f"w{i}.npy", x)
-        paths.append(folder / f"w{i}.npy")
-    return paths
+    return noise_clips(tmp_path_factory.mktemp("audio"), DURATIONS_S)
 
 
 @pytest.mark.slow
 def test_vllm_midashenglm_equals_earmark(ckpt, audio, tmp_path):
     model = MiDashengLMModel(str(ckpt), device="cpu", max_new_tokens=MAX_TOKENS)
-    windows = []
-    for i, p in enumerate(audio):
-        x = np.load(p)
-        windows.append(Window("a", i, 0.0, len(x) / SR, len(x), MiDashengLMModel.prepare(x)))
+    windows = clip_windows(audio, MiDashengLMModel)
     ours = model.trace(windows, TASKS)
     texts = [model.render(prompt_for("midashenglm", t)) for t in TASKS]
     prompts = [{"prompt": text, "audio": str(p)} for p in audio for text in texts]

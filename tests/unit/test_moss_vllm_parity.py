@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earmark.audio.windows import Window
 from earmark.contracts import TaskRequest
 from earmark.models.moss import MossModel, audio_token_count
 from earmark.testing.tiny_moss import build_tiny_moss
-from earmark.testing.vllm_run import run_vllm
+from earmark.testing.vllm_run import clip_windows, noise_clips, run_vllm
 
 DURATIONS_S = (1.5, 4.5, 9.0)  # one chunk; two (the second nearly empty); three
 TASKS = [TaskRequest(name="asr"), TaskRequest(name="caption")]
@@ -53,23 +52,13 @@ def ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("audio")
-    rng = np.random.default_rng(7)
-    paths = []
-    for i, d in enumerate(DURATIONS_S):
-        x = (0.1 * rng.standard_normal(int(d * 16_000))).astype(np.float32)
-        np.save(folder / f"w{i}.npy", x)
-        paths.append(folder / f"w{i}.npy")
-    return paths
+    return noise_clips(tmp_path_factory.mktemp("audio"), DURATIONS_S)
 
 
 @pytest.mark.slow
 def test_vllm_moss_equals_earmark_moss(ckpt, audio, tmp_path):
     model = MossModel(str(ckpt), device="cpu", max_new_tokens=MAX_TOKENS)
-    windows = []
-    for i, p in enumerate(audio):
-        x = np.load(p)
-        windows.append(Window("a", i, 0.0, len(x) / 16_000, len(x), MossModel.prepare(x)))
+    windows = clip_windows(audio, MossModel)
     ours = model.annotate_rows(windows, TASKS)
     prompts = [
         {"prompt": head + PLACEHOLDER + tail, "audio": str(p)}

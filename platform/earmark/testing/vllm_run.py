@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from earmark.testing import vllm_generate
 
+SAMPLE_RATE = 16_000
 REPO = Path(__file__).resolve().parents[3]
 VLLM_PYTHON = Path(os.environ.get("EARMARK_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 
@@ -47,3 +49,30 @@ def run_vllm(
         raise VllmRunError(f"vLLM exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
     return lines[0], lines[1:]
+
+
+def noise_clips(folder: str | Path, durations_s: Sequence[float], seed: int = 7) -> list[Path]:
+    """Fixed-seed noise clips (16 kHz float32 .npy), one per duration, the audio both sides of
+    a parity test read."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i, d in enumerate(durations_s):
+        x = (0.1 * rng.standard_normal(round(d * SAMPLE_RATE))).astype(np.float32)
+        np.save(Path(folder) / f"w{i}.npy", x)
+        paths.append(Path(folder) / f"w{i}.npy")
+    return paths
+
+
+def clip_windows(paths: Sequence[Path], model_cls: Any) -> list[Any]:
+    """One Window per clip, features from `model_cls.prepare`."""
+    import numpy as np
+
+    from earmark.audio.windows import Window
+
+    out = []
+    for i, p in enumerate(paths):
+        x = np.load(p)
+        out.append(Window("a", i, 0.0, len(x) / SAMPLE_RATE, len(x), model_cls.prepare(x)))
+    return out
