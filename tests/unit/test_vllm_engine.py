@@ -84,7 +84,10 @@ def test_every_task_equals_the_transformers_path_alone_and_batched(engines):
     v, hf = engines
     xs = clips()
     ref = hf.annotate(windows(type(hf), xs), TASKS)
+    before = v.proc.stats()["max_encoder_batch"]
     batched = v.annotate(windows(type(v), xs), TASKS)  # first: nothing cached yet
+    # the windows vLLM encodes alike in any batch were encoded together; the others alone
+    assert before == 0 and v.proc.stats()["max_encoder_batch"] >= 2
     alone = [v.annotate(windows(type(v), [x]), TASKS)[0] for x in xs]
     for i, d in enumerate(DURATIONS_S):
         assert_same(batched[i], ref[i], f"{d} s batched")

@@ -140,16 +140,24 @@ class VllmProcess:
         return fut.result()
 
     def generate(
-        self, audio: list[np.ndarray], prompts: list[tuple[str, int]], sampling: dict[str, Any]
+        self,
+        audio: list[np.ndarray],
+        prompts: list[tuple[str, int]],
+        sampling: dict[str, Any],
+        groups: list[int] | None = None,
     ) -> list[Generated]:
         """Greedy continuations of prompts (chat text with one audio placeholder, index of its
-        16 kHz clip in `audio`), in order."""
+        16 kHz clip in `audio`), in order. `groups[k]`: the encoder group of clip k (clips of
+        one group may share an encoder batch; default: each clip alone)."""
+        groups = list(range(len(audio))) if groups is None else groups
         if not prompts:
             return []
         header = {
             "op": "generate",
             "audio": [int(len(a)) for a in audio],
-            "prompts": [{"text": text, "audio": int(k)} for text, k in prompts],
+            "prompts": [
+                {"text": text, "audio": int(k), "group": int(groups[k])} for text, k in prompts
+            ],
             "sampling": sampling,
         }
         msg = self._call(header, audio)

@@ -10,10 +10,12 @@ tokens itself, encodes each distinct audio once (its multimodal encoder cache is
 audio's hash), shares equal prompt prefixes through prefix caching, and schedules all rows of
 all concurrent calls together (continuous batching).
 
-Batch invariance: the two engines agree token for token on the windows the parity tests run,
-alone and batched (tests/unit/test_*_vllm_parity.py); vLLM does not promise that a row's output
-is independent of its batch neighbours (its kernels may split reductions by batch shape), so
-the row's `model` names the engine and its version.
+Batch invariance: vLLM alone agrees with earmark (tests/unit/test_*_vllm_parity.py), but both
+families' audio encoders pad a clip to its batch neighbours, which changes some clips (see
+`batch_safe`). So windows are given to the engine in encoder groups (`encoder_groups`): the
+windows that are safe together, and every other window alone; the rows then equal the
+transformers path batched and alone (tests/unit/test_vllm_engine.py). The row's `model` names
+the engine, its version and whether a row can depend on its batch.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from earmark.audio import features as F
+from earmark.audio.samples import TARGET_SR
 from earmark.audio.windows import Window
 from earmark.contracts import FAMILIES, TaskRequest
 from earmark.models import hf_generate as G
@@ -36,6 +39,12 @@ from earmark.models.vllm_engine import VllmProcess, vllm_python
 
 PLACEHOLDER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
 CONTEXT_TOKENS = 1024  # prompt budget besides max_new_tokens: 30 s is ≤ 390 audio tokens + text
+# MOSS: 4-s chunks of 400 mel frames (hop 160 samples), with two frames of margin
+MOSS_FULL_CHUNK_SAMPLES = (400 + 2) * 160
+# MiDashengLM front end (the release config): 512-sample window, 160-sample hop; a patch spans
+# 4 frames, a token 5 patches
+DASHENG_WIN, DASHENG_HOP = 512, 160
+DASHENG_FRAMES_PER_PATCH, DASHENG_PATCHES_PER_TOKEN = 4, 5
 CPU_MAX_SEQS = 32  # rows decoded together on CPU (the KV cache is 1 GiB there)
 GPU_MAX_SEQS = 256  # on a GPU: the engine's default order of magnitude
 
@@ -45,8 +54,8 @@ class VllmModel(AudioModel):
 
     engine: ClassVar[str] = "vllm"
     concurrent_calls: ClassVar[bool] = True  # the engine process batches concurrent calls
-    # whether vLLM may encode several windows in one encoder batch and stay batch-invariant
-    # (measured per family by the parity tests); False: one window's audio per engine step
+    # whether vLLM may encode any windows in one encoder batch and stay batch-invariant
+    # (measured per family by the parity tests); False: see `batch_safe`
     audio_batch_invariant: ClassVar[bool] = False
 
     def __init__(self, checkpoint: str | None = None, **load: Any) -> None:
@@ -109,7 +118,7 @@ class VllmModel(AudioModel):
             "limit_mm_per_prompt": {"audio": 1},
             "enable_prefix_caching": True,
             "enforce_eager": cpu,  # no graph capture on CPU: it only slows the start
-            "earmark_one_audio_per_step": not self.batch_audio,
+            "earmark_encoder_groups": not self.batch_audio,
         }
         extra = os.environ.get("EARMARK_VLLM_OPTIONS")
         if extra:
@@ -125,7 +134,7 @@ class VllmModel(AudioModel):
         self.check_tasks(tasks)
         waves = [self._input(w) for w in windows]
         prompts = [(self._text(t), i) for i in range(len(waves)) for t in tasks]
-        rows = self.proc.generate(waves, prompts, self.sampling)
+        rows = self.proc.generate(waves, prompts, self.sampling, self.encoder_groups(waves))
         self.stats.windows += len(windows)
         self.stats.real_units += sum(len(w) for w in waves)
         self.stats.padded_units += sum(len(w) for w in waves)  # no padding: paged, per row
@@ -137,6 +146,21 @@ class VllmModel(AudioModel):
             mine = rows[i * len(tasks) : (i + 1) * len(tasks)]
             out.append(self.texts(tasks, mine))
         return out
+
+    def encoder_groups(self, waves: list[np.ndarray]) -> list[int]:
+        """Per window, its encoder group: windows vLLM encodes the same batched as alone
+        (`batch_safe`) share group 0 and may be encoded together; every other window is
+        encoded alone. With EARMARK_VLLM_BATCH_AUDIO all share one group."""
+        if self.batch_audio:
+            return [0] * len(waves)
+        full = int(self.info.window_s * TARGET_SR)  # no neighbour is longer: never padded
+        safe = [self.batch_safe(len(w)) or len(w) >= full for w in waves]
+        return [0 if ok else i + 1 for i, ok in enumerate(safe)]
+
+    @classmethod
+    def batch_safe(cls, samples: int) -> bool:
+        """Whether vLLM encodes a window of `samples` (as sent) the same in any batch."""
+        return False
 
     def _input(self, w: Window) -> np.ndarray:
         self.check_window(w)
@@ -191,6 +215,12 @@ class VllmMossModel(VllmModel):
         self.stop_ids = self.ids["stop"]
 
     @classmethod
+    def batch_safe(cls, samples: int) -> bool:
+        """A window of at least one full 4-s chunk: its chunks are padded to 400 mel frames
+        alone as in any batch (a shorter clip is padded to its batch's widest chunk)."""
+        return samples >= MOSS_FULL_CHUNK_SAMPLES
+
+    @classmethod
     def pad(cls, samples: np.ndarray) -> np.ndarray:
         from earmark.models.moss import MIN_SAMPLES
 
@@ -235,6 +265,16 @@ class VllmMiDashengLMModel(VllmModel):
         if extra not in (None, self.tokenizer.unk_token_id):
             self.stop_ids.append(int(extra))
         H.token_id(self.tokenizer, AUDIO_TOKEN, path)
+
+    @classmethod
+    def batch_safe(cls, samples: int) -> bool:
+        """Whether every mel frame a kept patch or token reads ends inside the window: vLLM's
+        front end runs on the zero-padded batch, so a frame reaching past the end reads zeros
+        there and the reflected signal alone (the real model's code does the same)."""
+        valid_patches = samples // (DASHENG_FRAMES_PER_PATCH * DASHENG_HOP)
+        read_patches = DASHENG_PATCHES_PER_TOKEN * F.dasheng_num_tokens(samples)
+        last_frame = DASHENG_FRAMES_PER_PATCH * max(valid_patches, read_patches) - 1
+        return last_frame * DASHENG_HOP + DASHENG_WIN // 2 <= samples
 
     @classmethod
     def pad(cls, samples: np.ndarray) -> np.ndarray:

@@ -7,8 +7,8 @@ Protocol (one JSON line per message; the protocol has its own pipe, everything t
 print goes to stderr):
 - out, first: {"ready": true, "engine_start_s", "vllm"} or {"fatal": message}.
 - in: {"op": "generate", "id": N, "audio": [samples per clip], "prompts": [{"text", "audio":
-  clip index}...], "sampling": {...}, then each clip's 16 kHz float32 samples, raw
-  little-endian bytes, back to back (a clip asked several tasks is sent once).
+  clip index, "group": encoder group}...], "sampling": {...}, then each clip's 16 kHz float32
+  samples, raw little-endian bytes, back to back (a clip asked several tasks is sent once).
 - out: {"id": N, "rows": [{"ids", "logprobs", "finish", "prompt_tokens", "cached_tokens"}...],
   "encoder_items": total so far} or {"id": N, "error": message} (that call's prompts only).
 - in: {"op": "stats", "id": N} -> out: {"id": N, "encoder_items", "prompts", ...}.
@@ -35,8 +35,9 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 SAMPLE_RATE = 16_000
-# audio items through the audio encoder, and the most requests the engine held at once
-COUNTS = {"encoder_items": 0, "encoder_calls": 0, "max_in_flight": 0}
+# audio items through the audio encoder (in how many calls, the most in one), and the most
+# requests the engine held at once
+COUNTS = {"encoder_items": 0, "encoder_calls": 0, "max_encoder_batch": 0, "max_in_flight": 0}
 
 
 def count_encoder(model) -> bool:
@@ -46,8 +47,10 @@ def count_encoder(model) -> bool:
 
     def counted(**kwargs):
         out = inner(**kwargs)
+        n = len(out) if out is not None else 0
         COUNTS["encoder_calls"] += 1
-        COUNTS["encoder_items"] += len(out) if out is not None else 0
+        COUNTS["encoder_items"] += n
+        COUNTS["max_encoder_batch"] = max(COUNTS["max_encoder_batch"], n)
         return out
 
     model.embed_multimodal = counted
@@ -70,8 +73,8 @@ def read_calls(stream, calls: queue.Queue) -> None:
             cuts = np.cumsum([0, *sizes])
             audio = [raw[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
             for p in msg["prompts"]:
-                p["audio_key"] = int(p["audio"])
-                p["audio"] = audio[p["audio_key"]]
+                p["group"] = int(p.get("group", p["audio"]))
+                p["audio"] = audio[int(p["audio"])]
         calls.put(msg)
 
 
@@ -79,14 +82,15 @@ class Engine:
     def __init__(self, options: dict, out) -> None:
         from vllm import LLM
 
-        # One audio per encoder batch: MOSS's encoder pads a clip's last 4-s chunk to the
-        # longest clip of its batch (as the reference code does), so a clip batched with longer
-        # ones gets different embeddings. Admitting one window's prompts at a time, the next
-        # once the last has produced its first token, keeps every window's result independent
-        # of its neighbours; decoding still runs all admitted rows together.
-        self.one_audio = bool(options.pop("earmark_one_audio_per_step", False))
+        # Encoder groups: vLLM's audio encoders pad each clip to the others of their batch
+        # (MOSS: a clip's chunks to the widest chunk; MiDashengLM: the mel front end runs on
+        # the padded batch), which changes some clips' embeddings. The caller puts clips that
+        # may share an encoder batch in one group; a group is admitted once every prompt of
+        # the group before it has produced a token, so each encoder batch holds one group's
+        # audio, while decoding runs all admitted rows together.
+        self.gated = bool(options.pop("earmark_encoder_groups", False))
         self.waiting: deque = deque()  # (call id, [(prompt index, prompt)]) not yet admitted
-        self.admitted: set[str] = set()  # request ids of the last admitted window, until it ran
+        self.admitted: set[str] = set()  # the last group's requests that have not yet run
         self.out = out
         t0 = time.perf_counter()
         self.llm = LLM(**options)
@@ -100,7 +104,7 @@ class Engine:
         self.prompts = 0
 
     def add(self, msg: dict) -> None:
-        """Queue a call: its prompts, grouped by audio (a window asked several tasks)."""
+        """Queue a call: its prompts, in the encoder groups the caller gave."""
         from vllm import SamplingParams
 
         cid = int(msg["id"])
@@ -116,14 +120,14 @@ class Engine:
             return
         groups: dict[int, list] = {}
         for i, p in enumerate(msg["prompts"]):
-            groups.setdefault(p["audio_key"], []).append((i, p))
+            groups.setdefault(p["group"], []).append((i, p))
         for members in groups.values():
             self.waiting.append((cid, members))
 
     def admit(self) -> None:
-        """Hand queued windows to the engine: all of them, or (one audio per step) the next one
-        once the previously admitted window has started decoding."""
-        while self.waiting and not (self.one_audio and self.admitted):
+        """Hand queued groups to the engine: all of them, or (gated) the next one once every
+        prompt of the group before has started decoding."""
+        while self.waiting and not (self.gated and self.admitted):
             cid, members = self.waiting.popleft()
             call = self.pending.get(cid)
             if call is None:  # its call already failed
@@ -140,7 +144,7 @@ class Engine:
             except Exception as exc:  # a prompt vLLM refuses fails its call only
                 self.fail(cid, f"{type(exc).__name__}: {exc}")
                 continue
-            if self.one_audio:
+            if self.gated:
                 self.admitted = set(ids)
 
     def fail(self, cid: int, why: str) -> None:
@@ -154,8 +158,7 @@ class Engine:
         in_flight = self.engine.get_num_unfinished_requests()
         COUNTS["max_in_flight"] = max(COUNTS["max_in_flight"], in_flight)
         for out in self.engine.step():
-            if out.request_id in self.admitted:  # it has run its prefill: admit the next
-                self.admitted = set()
+            self.admitted.discard(out.request_id)  # it has run its prefill (and encoder)
             if not out.finished:
                 continue
             cid, i = (int(x) for x in out.request_id.split(":"))
