@@ -146,6 +146,18 @@ def test_a_missing_vllm_is_named_with_the_fix(ckpt, monkeypatch):
         VllmMossModel.preflight(str(ckpt))
 
 
+def test_bad_engine_options_are_refused_before_a_job_starts(tmp_path, monkeypatch):
+    from earmark.models.vllm_models import VllmMiDashengLMModel
+
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setenv("EARMARK_VLLM_OPTIONS", "{gpu_memory_utilization: 0.8")
+    with pytest.raises(ModelLoadError, match="EARMARK_VLLM_OPTIONS is not JSON"):
+        VllmMiDashengLMModel.preflight(str(tmp_path))
+    monkeypatch.setenv("EARMARK_VLLM_OPTIONS", "[1, 2]")
+    with pytest.raises(ModelLoadError, match="must be a JSON object"):
+        VllmMiDashengLMModel.preflight(str(tmp_path))
+
+
 def test_an_engine_that_cannot_start_says_why(ckpt, tmp_path):
     from earmark.models.vllm_engine import VllmProcess
 

@@ -32,7 +32,7 @@ from earmark.audio.samples import TARGET_SR
 from earmark.audio.windows import Window
 from earmark.contracts import FAMILIES, TaskRequest
 from earmark.models import hf_generate as G
-from earmark.models.base import AudioModel, ModelInputError
+from earmark.models.base import AudioModel, ModelInputError, ModelLoadError
 from earmark.models.prompts import prompt_for
 from earmark.models.result import TaskText
 from earmark.models.vllm_engine import VllmProcess, vllm_python
@@ -47,6 +47,20 @@ DASHENG_WIN, DASHENG_HOP = 512, 160
 DASHENG_FRAMES_PER_PATCH, DASHENG_PATCHES_PER_TOKEN = 4, 5
 CPU_MAX_SEQS = 32  # rows decoded together on CPU (the KV cache is 1 GiB there)
 GPU_MAX_SEQS = 256  # on a GPU: the engine's default order of magnitude
+
+
+def user_options() -> dict[str, Any]:
+    """`vllm.LLM` arguments from EARMARK_VLLM_OPTIONS (a JSON object), or ModelLoadError."""
+    text = os.environ.get("EARMARK_VLLM_OPTIONS", "").strip()
+    if not text:
+        return {}
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"EARMARK_VLLM_OPTIONS is not JSON ({exc}): {text!r}") from None
+    if not isinstance(given, dict):
+        raise ModelLoadError(f"EARMARK_VLLM_OPTIONS must be a JSON object, got {text!r}")
+    return given
 
 
 class VllmModel(AudioModel):
@@ -84,6 +98,7 @@ class VllmModel(AudioModel):
     def preflight(cls, checkpoint: str) -> None:
         super().preflight(checkpoint)
         vllm_python()  # names how to get vLLM when it is missing
+        user_options()
 
     @classmethod
     def prepare(cls, samples: np.ndarray) -> dict[str, np.ndarray]:
@@ -98,11 +113,8 @@ class VllmModel(AudioModel):
     @property
     def name(self) -> str:
         """family:checkpoint, the engine, and whether a row can depend on its batch."""
-        invariant = (
-            "batch-invariant"
-            if not self.batch_audio or self.audio_batch_invariant
-            else ("batch-variant audio encoder")
-        )
+        variant = self.batch_audio and not self.audio_batch_invariant
+        invariant = "batch-variant audio encoder" if variant else "batch-invariant"
         return f"{self.info.name}:{self.checkpoint} (vllm {self.version}, {invariant})"
 
     def engine_options(self) -> dict[str, Any]:
@@ -120,10 +132,7 @@ class VllmModel(AudioModel):
             "enforce_eager": cpu,  # no graph capture on CPU: it only slows the start
             "earmark_encoder_groups": not self.batch_audio,
         }
-        extra = os.environ.get("EARMARK_VLLM_OPTIONS")
-        if extra:
-            options |= json.loads(extra)
-        return options
+        return options | user_options()
 
     def annotate(
         self, windows: list[Window], tasks: list[TaskRequest]
