@@ -9,7 +9,6 @@ builds); the tiny checkpoints are ones vLLM's own implementations load.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from earmark.audio.windows import Window
 from earmark.contracts import TaskRequest
 from earmark.models.base import ModelLoadError
 from earmark.models.registry import model_class
-from earmark.models.vllm_engine import REPO_VENV
+from earmark.models.vllm_engine import vllm_python
 from earmark.testing.tiny import build_tiny_checkpoint
 from earmark.testing.tiny_moss import build_tiny_moss
 
@@ -47,8 +46,7 @@ def build(family: str, folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    if not REPO_VENV.exists() and not os.environ.get("EARMARK_VLLM_PYTHON"):
-        pytest.fail(f"{REPO_VENV} does not exist: run `make vllm-env` (make test does)")
+    vllm_python()  # fails naming `make vllm-env` (which make test runs) when vLLM is missing
     return build("moss", tmp_path_factory.mktemp("moss"))
 
 

@@ -63,7 +63,7 @@ EngineOpt = Annotated[
     typer.Option(
         "--engine",
         help="hf (earmark's transformers code, the reference) or vllm (midashenglm, moss; "
-        "needs `make vllm-env` or earmark[vllm])  [default: hf]",
+        "needs `make vllm-env`)  [default: hf]",
     ),
 ]
 WordsOpt = Annotated[

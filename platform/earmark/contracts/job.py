@@ -69,7 +69,8 @@ class ModelSpec(BaseModel):
         default="hf",
         description="What runs the model: hf (earmark's own transformers code, the reference) "
         "or vllm (continuous batching, paged KV cache, prefix caching; midashenglm and moss "
-        "only; needs an environment with vLLM: `make vllm-env`, or `earmark[vllm]` on CUDA)",
+        "only; needs an environment with vLLM: `make vllm-env`, on CUDA `VLLM_TARGET=cuda "
+        "make vllm-env`)",
     )
     language: str | None = Field(
         default=None,

@@ -6,10 +6,10 @@ the engine runs in a child process started with the Python of an environment tha
 decodes, resamples and cuts windows, sends each (window, task) prompt's chat text and 16 kHz
 samples here, and turns the generated ids back into rows exactly as on the transformers path.
 
-Which Python: `EARMARK_VLLM_PYTHON` when set; else this interpreter when it can import vllm
-(`pip install 'earmark[vllm]'` on a GPU machine); else the repository's `.venv-vllm`
-(`make vllm-env`). Calls are thread-safe and concurrent: each waits for its own answer while
-the engine batches all of them together (continuous batching).
+Which Python: `EARMARK_VLLM_PYTHON` when set (the infra image sets it); else this interpreter
+when it can import vllm; else the repository's `.venv-vllm` (`make vllm-env`). Calls are
+thread-safe and concurrent: each waits for its own answer while the engine batches all of them
+together (continuous batching).
 """
 
 from __future__ import annotations
@@ -48,10 +48,16 @@ def vllm_python() -> Path:
     if REPO_VENV.exists():
         return REPO_VENV
     raise ModelLoadError(
-        "engine 'vllm' needs vLLM, which is not installed: run `make vllm-env` (CPU, builds "
-        f"{REPO_VENV.parent.parent}), `pip install 'earmark[vllm]'` (CUDA), or set "
-        "EARMARK_VLLM_PYTHON to the Python of an environment that has vLLM"
+        "engine 'vllm' needs vLLM in an environment of its own, and none was found: run "
+        f"`make vllm-env` (CPU; builds {REPO_VENV.parent.parent}), `VLLM_TARGET=cuda make "
+        "vllm-env` (CUDA), or set EARMARK_VLLM_PYTHON to the Python of an environment with vLLM"
     )
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment for a vLLM child: without the paths of earmark's own
+    environment, which would shadow vLLM's torch and transformers."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
 
 
 @dataclass
@@ -71,13 +77,12 @@ class VllmProcess:
     def __init__(self, options: dict[str, Any], python: Path | None = None) -> None:
         self.python = python or vllm_python()
         self.log = tempfile.NamedTemporaryFile("w+", prefix="earmark-vllm-", suffix=".log")
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         self.proc = subprocess.Popen(
             [str(self.python), str(WORKER), json.dumps(options)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
-            env=env,
+            env=child_env(),
             cwd=tempfile.gettempdir(),
         )
         self._lock = threading.Lock()

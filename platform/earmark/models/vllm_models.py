@@ -66,18 +66,14 @@ def user_options() -> dict[str, Any]:
 class VllmModel(AudioModel):
     """Base of the vLLM backends: one engine process per model, loaded once."""
 
-    engine: ClassVar[str] = "vllm"
     concurrent_calls: ClassVar[bool] = True  # the engine process batches concurrent calls
-    # whether vLLM may encode any windows in one encoder batch and stay batch-invariant
-    # (measured per family by the parity tests); False: see `batch_safe`
-    audio_batch_invariant: ClassVar[bool] = False
 
     def __init__(self, checkpoint: str | None = None, **load: Any) -> None:
         super().__init__(checkpoint, **load)  # device, dtype, revision, max_new_tokens
         # EARMARK_VLLM_BATCH_AUDIO=1: let vLLM batch windows through the encoder even where
         # that makes a row depend on its neighbours (faster prefill on a GPU)
         forced = os.environ.get("EARMARK_VLLM_BATCH_AUDIO", "").strip() in ("1", "true", "yes")
-        self.batch_audio = self.audio_batch_invariant or forced
+        self.batch_audio = forced
         self.path = self._local_dir()
         self._load_tokenizer()  # earmark's side: prompts in, ids out
         self._texts: dict[TaskRequest, str] = {}
@@ -113,8 +109,7 @@ class VllmModel(AudioModel):
     @property
     def name(self) -> str:
         """family:checkpoint, the engine, and whether a row can depend on its batch."""
-        variant = self.batch_audio and not self.audio_batch_invariant
-        invariant = "batch-variant audio encoder" if variant else "batch-invariant"
+        invariant = "batch-variant audio encoder" if self.batch_audio else "batch-invariant"
         return f"{self.info.name}:{self.checkpoint} (vllm {self.version}, {invariant})"
 
     def engine_options(self) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The vLLM engine process: run by the Python of an environment that has vLLM (`make vllm-env`
-builds `.venv-vllm`; GPU users install `earmark[vllm]`), never imported by earmark itself. It
+builds `.venv-vllm`, `VLLM_TARGET=cuda make vllm-env` a CUDA one), never imported by earmark. It
 imports only the standard library, numpy and vllm, so it runs beside vLLM's own torch and
 transformers. `earmark.models.vllm_engine.VllmProcess` starts it and speaks to it.
 

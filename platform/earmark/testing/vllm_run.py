@@ -8,17 +8,16 @@ request file; nothing here imports vllm.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from earmark.models.base import ModelLoadError
+from earmark.models.vllm_engine import child_env, vllm_python
 from earmark.testing import vllm_generate
 
 SAMPLE_RATE = 16_000
-REPO = Path(__file__).resolve().parents[3]
-VLLM_PYTHON = Path(os.environ.get("EARMARK_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 
 
 class VllmRunError(RuntimeError):
@@ -35,15 +34,16 @@ def run_vllm(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One engine over `calls` (see vllm_generate.py): ({"engine_start_s": ...}, one dict per
     prompt with "call", "index", "prompt_tokens", "ids", "logprobs", "finish")."""
-    if not VLLM_PYTHON.exists():
-        raise VllmRunError(f"{VLLM_PYTHON} does not exist: run `make vllm-env` (make test does)")
+    try:
+        python = vllm_python()
+    except ModelLoadError as exc:
+        raise VllmRunError(str(exc)) from None
     workdir = Path(workdir)
     req = workdir / "request.json"
     req.write_text(json.dumps({"model": str(ckpt), "max_tokens": max_tokens, "calls": calls}))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     proc = subprocess.run(
-        [str(VLLM_PYTHON), vllm_generate.__file__, str(req)],
-        capture_output=True, text=True, timeout=timeout_s, env=env, cwd=workdir,
+        [str(python), vllm_generate.__file__, str(req)],
+        capture_output=True, text=True, timeout=timeout_s, env=child_env(), cwd=workdir,
     )  # fmt: skip
     if proc.returncode != 0:
         raise VllmRunError(f"vLLM exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
